@@ -1,0 +1,103 @@
+"""Every default of the product, in one place.
+
+Each field of `TrainConfig` and `PredictConfig` is one command-line flag of
+`train_cnn.py` or `predict.py` (`image_size` becomes `--image-size`); the
+help text, the allowed range and the default all live on the field.
+"""
+
+import argparse
+import dataclasses
+import sys
+
+
+def setting(default, help, *, low=None, high=None, choices=None, nargs=None):
+    """Declares one setting: its default, its help line and what values it allows."""
+    metadata = {"help": help, "low": low, "high": high, "choices": choices, "nargs": nargs}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data_dir: str = setting("Dataset", "folder holding Training_Set/<class>/ and optionally Test_Set/<class>/")
+    model_dir: str = setting("models", "folder the model and its reports are written to")
+    arch: str = setting("compact", "network: 'compact' (batch norm, residual, global pooling) or 'simple' (classic)")
+    image_size: int = setting(128, "images are resized to this many pixels square", low=16, high=1024)
+    epochs: int = setting(30, "maximum passes over the training images", low=1, high=10000)
+    batch_size: int = setting(32, "images per training step", low=1, high=4096)
+    learning_rate: float = setting(0.002, "peak learning rate of the optimizer", low=1e-7, high=1.0)
+    validation_split: float = setting(
+        0.2, "share of Training_Set held out for validation when there is no Test_Set", low=0.01, high=0.9
+    )
+    patience: int = setting(8, "stop after this many epochs without a better validation loss", low=1, high=10000)
+    seed: int = setting(1337, "seed for the validation split, shuffling, augmentation and initial weights", low=0)
+    cache_mb: int = setting(
+        1024, "decoded images are kept in RAM up to this many MB, beyond it in a file in --model-dir", low=0
+    )
+
+
+@dataclasses.dataclass
+class PredictConfig:
+    model_dir: str = setting("models", "folder holding model.h5 and metadata.json from train_cnn.py")
+    model: str = setting("", "a model file to use instead of <model-dir>/model.h5")
+    input: list = setting(["Dataset/Predict"], "image folders (searched recursively) or image files", nargs="+")
+    output: str = setting("predictions.csv", "CSV file the predictions are written to")
+    batch_size: int = setting(64, "images per prediction step", low=1, high=4096)
+    threshold: float = setting(
+        -1.0, "two classes only: probability above which the second class is chosen (default: the model's)",
+        low=-1.0, high=1.0,
+    )
+    sort_into: str = setting("", "copy each image into <folder>/<label>/ (originals are never moved)")
+    evaluate: bool = setting(False, "the input folder has one sub-folder per class: report accuracy")
+
+
+def flag_name(field):
+    return "--" + field.name.replace("_", "-")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line, exit status 2, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(config_class, description):
+    """Builds an argparse parser with one flag per field of `config_class`."""
+    parser = _OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for field in dataclasses.fields(config_class):
+        meta = field.metadata
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        if field.type is bool:
+            parser.add_argument(flag_name(field), action="store_true", help=meta["help"])
+            continue
+        value_type = {int: int, float: float}.get(field.type, str)
+        parser.add_argument(
+            flag_name(field), type=value_type, default=default, nargs=meta["nargs"], help=meta["help"]
+        )
+    return parser
+
+
+def check(config):
+    """Raises ValueError naming the flag when a value is outside what the field allows."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        meta = field.metadata
+        low, high = meta["low"], meta["high"]
+        if (low is not None and value < low) or (high is not None and value > high):
+            allowed = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"`{flag_name(field)}` must be {allowed}. Received: {value}")
+        if meta["choices"] is not None and value not in meta["choices"]:
+            raise ValueError(f"`{flag_name(field)}` must be one of {', '.join(meta['choices'])}. Received: {value}")
+    return config
+
+
+def parse(config_class, description, argv=None):
+    """Parses `argv` (default: sys.argv) into a checked `config_class` instance."""
+    parser = build_parser(config_class, description)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return check(config_class(**vars(args)))
+    except ValueError as error:
+        parser.error(str(error))

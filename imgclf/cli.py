@@ -1,0 +1,46 @@
+"""What both scripts share: the user-error type and the top-level error handling.
+
+Exit statuses: 0 success; 1 prediction finished but some files could not be
+read; 2 a usage error (bad flag, path or folder layout); 130 interrupted.
+"""
+
+import os
+import sys
+
+
+class UsageError(Exception):
+    """Something the user can fix (a path, a flag, a folder layout); exit status 2."""
+
+
+def quiet_tensorflow():
+    """Imports TensorFlow and Keras without their start-up log lines.
+
+    TensorFlow 2.21 prints oneDNN and absl notices straight to file descriptor 2
+    while it loads, whatever TF_CPP_MIN_LOG_LEVEL says, so stderr is pointed at
+    /dev/null for the duration of the import. Python exceptions are unaffected.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def run(main):
+    """Runs `main()`, turning user errors into one line on stderr and an exit status."""
+    try:
+        status = main()
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        status = 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was overwritten.", file=sys.stderr)
+        status = 130
+    sys.exit(status or 0)

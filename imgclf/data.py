@@ -1,0 +1,125 @@
+"""tf.data pipelines: decode files in parallel, cache the decoded images, feed batches.
+
+Images are decoded once, by `load_image` on all cores, into one uint8 array: in
+RAM when it fits the memory budget, else a file on disk (a NumPy memory map).
+That pass is also the check of every file: unreadable ones are reported and left
+out before the first epoch, so a bad file can never stop training mid-epoch.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from imgclf import images as image_io
+from imgclf.cli import UsageError
+
+
+def decode_dataset(paths, image_size, batch_size):
+    """Batches of `(images, errors)` for `paths`, in order, decoded in parallel.
+
+    `images` is uint8 `(batch, size, size, 3)`; `errors[i]` is an empty string
+    when file i was read fine, else the reason it could not be (its image is zeros).
+    """
+
+    def load(path):
+        try:
+            return image_io.load_image(os.fsdecode(path), image_size), b""
+        except image_io.ImageError as error:
+            return np.zeros((image_size, image_size, 3), np.uint8), str(error).encode()
+
+    def load_tensor(path):
+        image, error = tf.numpy_function(load, [path], (tf.uint8, tf.string), stateful=False)
+        image.set_shape((image_size, image_size, 3))
+        error.set_shape(())
+        return image, error
+
+    encoded = [os.fsencode(path) for path in paths]
+    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(encoded, dtype=tf.string))
+    dataset = dataset.map(load_tensor, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def decode_all(paths, image_size, cache_bytes, cache_file):
+    """Decodes every file once into an array, in RAM or (over `cache_bytes`) on disk.
+
+    Returns:
+        (images, errors): the `(n, size, size, 3)` uint8 array (an np.memmap
+        backed by `cache_file` when it is larger than `cache_bytes`), and a list
+        of `(index, reason)` for the files that could not be read.
+    """
+    shape = (len(paths), image_size, image_size, 3)
+    if np.prod(shape) <= cache_bytes:
+        images = np.empty(shape, np.uint8)
+    else:
+        images = np.lib.format.open_memmap(cache_file, mode="w+", dtype=np.uint8, shape=shape)
+    errors = []
+    start = 0
+    for batch_images, batch_errors in decode_dataset(paths, image_size, batch_size=64):
+        count = len(batch_errors)
+        images[start : start + count] = batch_images.numpy()
+        errors.extend((start + i, e.decode()) for i, e in enumerate(batch_errors.numpy()) if e)
+        start += count
+    return images, errors
+
+
+def make_augmentation(seed):
+    """The training-time augmentation: the classic generator's flip, zoom and shear, plus small rotation and shifts."""
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal", seed=seed),
+            keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed + 1),
+            keras.layers.RandomZoom((-0.2, 0.2), fill_mode="reflect", seed=seed + 2),
+            keras.layers.RandomShear(x_factor=0.2, fill_mode="reflect", seed=seed + 3),
+            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 4),
+        ],
+        name="augmentation",
+    )
+
+
+def batches(images, labels, indices, batch_size, *, shuffle_seed=None, augmentation=None):
+    """A dataset of `(float32 images, labels)` batches of the cached `images[indices]`.
+
+    Shuffling (when `shuffle_seed` is given) reorders only the indices, so the
+    images are never copied into a shuffle buffer; the batch is gathered from
+    the cache (RAM or memory map) as it is needed.
+    """
+    labels = np.asarray(labels)
+    label_dtype = labels.dtype
+
+    def gather(batch_indices):
+        return images[np.sort(batch_indices)], labels[np.sort(batch_indices)]
+
+    def gather_tensor(batch_indices):
+        batch_images, batch_labels = tf.numpy_function(gather, [batch_indices], (tf.uint8, label_dtype))
+        batch_images.set_shape((None, *images.shape[1:]))
+        batch_labels.set_shape((None, *labels.shape[1:]))
+        return tf.cast(batch_images, tf.float32), batch_labels
+
+    dataset = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(len(indices), seed=shuffle_seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(gather_tensor, num_parallel_calls=tf.data.AUTOTUNE)
+    if augmentation is not None:
+        dataset = dataset.map(lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def stratified_split(labels, fraction, seed):
+    """Splits indices into (train, validation) keeping each class's share; seeded."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    train, validation = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        count = max(1, int(round(len(members) * fraction)))
+        if count >= len(members):
+            raise UsageError(
+                f"`--validation-split` {fraction} leaves no training image of class index {label} "
+                f"({len(members)} images). Add images, add a Test_Set, or lower it."
+            )
+        validation.extend(members[:count])
+        train.extend(members[count:])
+    return np.sort(train), np.sort(validation)

@@ -1,0 +1,70 @@
+"""Reading one image file into a fixed-size RGB array.
+
+Training and prediction both call `load_image`, so a photo is decoded, turned
+upright and resized the same way in both.
+"""
+
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Images whose header declares more pixels than this are refused before any
+# pixel is decoded: a small file can declare a huge image (a decompression bomb).
+MAX_PIXELS = 150_000_000
+
+
+class ImageError(Exception):
+    """A file that cannot be used as an image; the message says why."""
+
+
+def load_image(path, size):
+    """Decodes `path` into a `(size, size, 3)` uint8 RGB array.
+
+    Phone photos are turned upright from their EXIF orientation, grayscale,
+    palette, CMYK, 16-bit and transparent images become plain RGB (transparent
+    areas on white), and the image is resized to a square with bilinear
+    filtering. Large JPEGs are decoded directly at a reduced scale (DCT scaling).
+
+    Raises:
+        ImageError: the file is missing, not an image, damaged or too large.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        f"refused as a decompression bomb: declares {width}x{height} pixels, over {MAX_PIXELS}"
+                    )
+                image.draft("RGB", (size, size))
+                image = ImageOps.exif_transpose(image)
+                image = _to_rgb(image)
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+                return np.asarray(image, dtype=np.uint8)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError("file not found (a dangling link?)") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError("not an image file Pillow can read") from None
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"refused as a decompression bomb: {error}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
+        raise ImageError(f"damaged or unreadable image: {error}") from None
+
+
+def _to_rgb(image):
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # Pillow clips 16/32-bit grayscale to 255 when converting; scale it instead.
+        pixels = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(pixels * (255.0 / peak), 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image if image.mode == "RGB" else image.convert("RGB")

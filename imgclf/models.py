@@ -1,0 +1,76 @@
+"""The architectures, as small builder functions in a registry.
+
+Every model takes raw pixel values (0-255, float32) and rescales them itself,
+so prediction cannot drift from training. Two classes end in one sigmoid unit,
+three or more in a softmax.
+"""
+
+import keras
+from keras import layers
+
+from imgclf.cli import UsageError
+
+
+def _classifier(x, num_classes):
+    # float32 output even under mixed precision, so probabilities stay exact.
+    if num_classes == 2:
+        return layers.Dense(1, activation="sigmoid", dtype="float32", name="predictions")(x)
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+
+
+def build_simple(input_shape, num_classes):
+    """The classic tutorial network: two Conv2D(32)+MaxPool stages, Flatten, Dense(128), Dense(1, sigmoid)."""
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    x = layers.Conv2D(32, (3, 3), activation="relu")(x)
+    x = layers.MaxPooling2D(pool_size=(2, 2))(x)
+    x = layers.Conv2D(32, (3, 3), activation="relu")(x)
+    x = layers.MaxPooling2D(pool_size=(2, 2))(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    return keras.Model(inputs, _classifier(x, num_classes), name="simple")
+
+
+def _batch_norm(x):
+    # Momentum 0.9, not 0.99: small datasets give few steps, and the moving
+    # statistics used at prediction time must settle within the first epochs.
+    return layers.BatchNormalization(momentum=0.9)(x)
+
+
+def _conv_bn(x, filters, strides=1):
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+    x = _batch_norm(x)
+    return layers.ReLU()(x)
+
+
+def build_compact(input_shape, num_classes, widths=(32, 64, 128, 256), dropout=0.3):
+    """A small residual network: strided stem, four stages of two conv+batch-norm layers, global pooling, dropout."""
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    x = _conv_bn(x, widths[0], strides=2)
+    for stage, filters in enumerate(widths):
+        if stage > 0:
+            x = layers.MaxPooling2D(2)(x)
+        shortcut = x if x.shape[-1] == filters else layers.Conv2D(filters, 1, use_bias=False)(x)
+        x = _conv_bn(x, filters)
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = _batch_norm(x)
+        x = layers.ReLU()(layers.Add()([x, shortcut]))
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _classifier(x, num_classes), name="compact")
+
+
+ARCHITECTURES = {"compact": build_compact, "simple": build_simple}
+
+
+def check_arch(name):
+    """Raises UsageError listing the known architectures when `name` is not one."""
+    if name not in ARCHITECTURES:
+        raise UsageError(f"`--arch` must be one of {', '.join(sorted(ARCHITECTURES))}. Received: {name}")
+
+
+def build_model(name, image_size, num_classes):
+    """Builds the registered architecture `name` for square RGB images of `image_size` pixels."""
+    check_arch(name)
+    return ARCHITECTURES[name]((image_size, image_size, 3), num_classes)

@@ -1,0 +1,132 @@
+"""Labelling files with a trained model: CSV, evaluation against class folders, sorting copies."""
+
+import csv
+import io
+import os
+import shutil
+
+import numpy as np
+
+from imgclf import artifacts, data, folders, report
+from imgclf.cli import UsageError
+
+
+def resolve_model(config):
+    """The model file to load and its metadata (class names, image size, threshold)."""
+    model_file = config.model or os.path.join(config.model_dir, artifacts.MODEL_FILE)
+    if not os.path.isfile(model_file):
+        flag = "--model" if config.model else "--model-dir"
+        raise UsageError(f"{flag}: {model_file} not found. Train a model first: python train_cnn.py")
+    return model_file, artifacts.read_metadata(model_file)
+
+
+def label_rows(outputs, num_classes, threshold):
+    """(class index, confidence) for each row of model outputs."""
+    if num_classes == 2:
+        positive = outputs[:, 0]
+        chosen = (positive >= threshold).astype(np.int64)
+        confidence = np.where(chosen == 1, positive, 1.0 - positive)
+        return chosen, confidence
+    return outputs.argmax(axis=1), outputs.max(axis=1)
+
+
+def class_probabilities(probabilities, num_classes):
+    """Per-class probabilities; a single sigmoid output p becomes (1 - p, p)."""
+    if num_classes == 2:
+        return np.concatenate([1.0 - probabilities, probabilities], axis=1)
+    return probabilities
+
+
+def safe_cell(value):
+    """A CSV cell that a spreadsheet will show as text, never run as a formula."""
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def predictions_csv(rows, class_names):
+    """The predictions as CSV text: path, label, confidence, prob_<class>..., error."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "label", "confidence", *(f"prob_{name}" for name in class_names), "error"])
+    for row in rows:
+        writer.writerow([safe_cell(cell) for cell in row])
+    return buffer.getvalue()
+
+
+def predict(config):
+    """Labels every input file; returns exit status 0 (all labeled) or 1 (some unreadable)."""
+    model_file, metadata = resolve_model(config)
+    class_names = metadata["class_names"]
+    threshold = metadata.get("threshold", 0.5) if config.threshold < 0 else config.threshold
+    true_labels = None
+    if config.evaluate:
+        if len(config.input) != 1 or not os.path.isdir(config.input[0]):
+            raise UsageError("--evaluate needs one --input folder holding one sub-folder per class.")
+        paths, true_labels, _ = folders.scan_class_folders(config.input[0], classes=class_names)
+    else:
+        paths = folders.list_inputs(config.input)
+    output_dir = os.path.dirname(os.path.abspath(config.output))
+    folders.check_writable_folder(output_dir, "--output")
+    if config.sort_into:
+        folders.check_writable_folder(config.sort_into, "--sort-into")
+
+    model = artifacts.load_model(model_file)
+    rows, chosen_labels, errors = [], [], []
+    start = 0
+    for images, batch_errors in data.decode_dataset(paths, metadata["image_size"], config.batch_size):
+        batch_paths = paths[start : start + len(batch_errors)]
+        start += len(batch_errors)
+        reasons = [error.decode() for error in batch_errors.numpy()]
+        outputs = np.asarray(model.predict_on_batch(images))
+        chosen, confidence = label_rows(outputs, len(class_names), threshold)
+        probabilities = class_probabilities(outputs, len(class_names))
+        for path, reason, index, score, probs in zip(batch_paths, reasons, chosen, confidence, probabilities):
+            if reason:
+                rows.append([path, "", "", *([""] * len(class_names)), reason])
+                chosen_labels.append(-1)
+                errors.append(path)
+                print(f"{path}\tERROR\t{reason}")
+                continue
+            rows.append([path, class_names[index], f"{score:.4f}", *(f"{p:.4f}" for p in probs), ""])
+            chosen_labels.append(int(index))
+            print(f"{path}\t{class_names[index]}\t{score:.4f}")
+
+    artifacts.write_text(config.output, predictions_csv(rows, class_names))
+    labeled = len(paths) - len(errors)
+    print(f"Labeled {labeled} of {len(paths)} files; predictions written to {config.output}.")
+    if errors:
+        print(f"{len(errors)} file(s) could not be read; their reasons are in the 'error' column.")
+    if config.sort_into:
+        _sort_copies(paths, chosen_labels, class_names, config.sort_into)
+    if true_labels is not None:
+        _evaluate(np.array(true_labels), np.array(chosen_labels), class_names, config.output)
+    return 1 if errors else 0
+
+
+def _sort_copies(paths, chosen_labels, class_names, destination):
+    for name in class_names:
+        os.makedirs(os.path.join(destination, name), exist_ok=True)
+    copied = 0
+    for path, label in zip(paths, chosen_labels):
+        if label < 0:
+            continue
+        target = os.path.join(destination, class_names[label], os.path.basename(path))
+        stem, suffix = os.path.splitext(target)
+        counter = 1
+        while os.path.exists(target):  # Two inputs with the same name must not overwrite each other.
+            target = f"{stem}_{counter}{suffix}"
+            counter += 1
+        shutil.copy2(path, target)
+        copied += 1
+    print(f"Copied {copied} image(s) into {destination}/<label>/.")
+
+
+def _evaluate(true_labels, chosen_labels, class_names, output):
+    readable = chosen_labels >= 0
+    counts = report.confusion_matrix(true_labels[readable], chosen_labels[readable], len(class_names))
+    text = report.text_report(counts, class_names)
+    stem = os.path.splitext(output)[0]
+    artifacts.write_text(stem + "_report.txt", text)
+    with artifacts.atomic_path(stem + "_confusion_matrix.png") as temporary:
+        report.plot_confusion_matrix(counts, class_names, temporary)
+    print(f"\n{text}Report written to {stem}_report.txt and {stem}_confusion_matrix.png.")

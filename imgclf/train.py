@@ -1,0 +1,209 @@
+"""Training, from class folders to a saved model and its reports."""
+
+import dataclasses
+import os
+import platform
+import sys
+import time
+
+import keras
+import numpy as np
+import PIL
+import tensorflow as tf
+
+from imgclf import artifacts, data, folders, models, report
+from imgclf.cli import UsageError
+
+SKIPPED_FILE = "skipped_files.txt"
+
+
+@dataclasses.dataclass
+class Split:
+    """The scanned data: every file once, its label, and which indices train and which validate."""
+
+    paths: list
+    labels: np.ndarray
+    class_names: list
+    train: np.ndarray
+    validation: np.ndarray
+    validation_source: str
+
+
+def scan(config):
+    """Finds the classes and files and decides the validation images (Test_Set, else a split)."""
+    training_dir = os.path.join(config.data_dir, "Training_Set")
+    test_dir = os.path.join(config.data_dir, "Test_Set")
+    if not os.path.isdir(training_dir):
+        raise UsageError(
+            f"{training_dir}: folder not found. Put one sub-folder of images per class there "
+            "(see Dataset/README.md), or run `make demo` to train on a generated demo set."
+        )
+    paths, labels, class_names = folders.scan_class_folders(training_dir)
+    if os.path.isdir(test_dir):
+        test_paths, test_labels, _ = folders.scan_class_folders(test_dir, classes=class_names)
+        train = np.arange(len(paths))
+        validation = np.arange(len(paths), len(paths) + len(test_paths))
+        return Split(paths + test_paths, np.array(labels + test_labels), class_names, train, validation, "Test_Set")
+    train, validation = data.stratified_split(labels, config.validation_split, config.seed)
+    source = f"{config.validation_split:g} of Training_Set"
+    return Split(paths, np.array(labels), class_names, train, validation, source)
+
+
+def drop_unreadable(split, errors, model_dir):
+    """Removes unreadable files from the split and lists them in skipped_files.txt."""
+    bad = {index for index, _ in errors}
+    lines = [f"{split.paths[index]}\t{reason}" for index, reason in errors]
+    artifacts.write_text(os.path.join(model_dir, SKIPPED_FILE), "".join(line + "\n" for line in lines))
+    if errors:
+        print(f"Skipped {len(errors)} unreadable file(s), listed in {os.path.join(model_dir, SKIPPED_FILE)}:")
+        for line in lines[:5]:
+            print("  " + line.replace("\t", ": "))
+    train = np.array([i for i in split.train if i not in bad], np.int64)
+    validation = np.array([i for i in split.validation if i not in bad], np.int64)
+    for name, indices in (("Training", train), ("Validation", validation)):
+        present = set(split.labels[indices].tolist())
+        for label, class_name in enumerate(split.class_names):
+            if label not in present:
+                raise UsageError(f"{name} images of class '{class_name}': none could be read. Add readable images.")
+    return dataclasses.replace(split, train=train, validation=validation)
+
+
+def compile_model(model, num_classes, learning_rate, total_steps, warmup_steps):
+    """Adam with a linear warm-up then cosine decay; binary or sparse categorical cross-entropy."""
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=learning_rate / 10,
+        decay_steps=max(1, total_steps - warmup_steps),
+        warmup_target=learning_rate,
+        warmup_steps=warmup_steps,
+    )
+    loss = "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+
+
+def predict_labels(model, dataset, num_classes):
+    """Class probabilities and predicted class indices for every image of `dataset`."""
+    probabilities = model.predict(dataset, verbose=0)
+    if num_classes == 2:
+        return probabilities, (probabilities[:, 0] >= 0.5).astype(np.int64)
+    return probabilities, probabilities.argmax(axis=1)
+
+
+def library_versions():
+    """Versions of what the model was made with, for metadata.json."""
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
+def train(config):
+    """Trains `config.arch` on `config.data_dir` and writes the model and its reports to `config.model_dir`."""
+    models.check_arch(config.arch)
+    folders.check_writable_folder(config.model_dir, "--model-dir")
+    started = time.time()
+    keras.utils.set_random_seed(config.seed)
+
+    split = scan(config)
+    num_classes = len(split.class_names)
+    print(
+        f"Classes ({num_classes}): {', '.join(split.class_names)}. "
+        f"{len(split.train)} training and {len(split.validation)} validation files ({split.validation_source})."
+    )
+    cache_file = os.path.join(config.model_dir, ".decoded-images.npy")
+    try:
+        print(f"Decoding and checking every image at {config.image_size}x{config.image_size} px...")
+        images, errors = data.decode_all(split.paths, config.image_size, config.cache_mb * 2**20, cache_file)
+        where = "on disk" if isinstance(images, np.memmap) else "in RAM"
+        print(f"Cached {images.nbytes / 2**20:.0f} MB of decoded images {where} in {time.time() - started:.0f} s.")
+        split = drop_unreadable(split, errors, config.model_dir)
+        history, model, counts = _fit_and_evaluate(config, split, images)
+    finally:
+        if os.path.exists(cache_file):
+            os.remove(cache_file)
+
+    metadata = {
+        "class_names": split.class_names,
+        "image_size": config.image_size,
+        "color_mode": "rgb",
+        "preprocessing": "EXIF-upright, RGB, bilinear resize to a square; the model rescales 0-255 itself",
+        "architecture": config.arch,
+        "threshold": 0.5,
+        "config": dataclasses.asdict(config),
+        "validation": {
+            "source": split.validation_source,
+            "images": int(counts.sum()),
+            "accuracy": float(np.trace(counts) / counts.sum()),
+            "loss": float(min(history["val_loss"])),
+        },
+        "training": {
+            "images": len(split.train),
+            "skipped_files": len(errors),
+            "epochs_run": len(history["loss"]),
+            "best_epoch": int(np.argmin(history["val_loss"])) + 1,
+            "seconds": round(time.time() - started, 1),
+        },
+        "versions": library_versions(),
+    }
+    artifacts.save_model(model, config.model_dir, metadata)
+    _print_summary(metadata, config.model_dir)
+    return 0
+
+
+def _fit_and_evaluate(config, split, images):
+    num_classes = len(split.class_names)
+    # Binary cross-entropy wants float labels shaped like the one sigmoid output.
+    labels = split.labels.astype(np.float32)[:, None] if num_classes == 2 else split.labels.astype(np.int32)
+    train_batches = data.batches(
+        images, labels, split.train, config.batch_size,
+        shuffle_seed=config.seed, augmentation=data.make_augmentation(config.seed),
+    )
+    validation_batches = data.batches(images, labels, split.validation, config.batch_size)
+
+    model = models.build_model(config.arch, config.image_size, num_classes)
+    steps_per_epoch = int(np.ceil(len(split.train) / config.batch_size))
+    compile_model(model, num_classes, config.learning_rate, steps_per_epoch * config.epochs, steps_per_epoch)
+
+    checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    history_path = os.path.join(config.model_dir, "history.csv")
+    with artifacts.atomic_path(history_path) as history_temporary:
+        callbacks = [
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(checkpoint_dir, "best.weights.h5"), monitor="val_loss",
+                save_best_only=True, save_weights_only=True,
+            ),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
+            keras.callbacks.CSVLogger(history_temporary),
+            keras.callbacks.TensorBoard(log_dir=os.path.join(config.model_dir, "logs")),
+        ]
+        fit = model.fit(
+            train_batches, validation_data=validation_batches, epochs=config.epochs,
+            callbacks=callbacks, shuffle=False, verbose=1 if sys.stdout.isatty() else 2,
+        )
+
+    _, predicted = predict_labels(model, validation_batches, num_classes)
+    counts = report.confusion_matrix(split.labels[split.validation], predicted, num_classes)
+    text = report.text_report(counts, split.class_names)
+    artifacts.write_text(os.path.join(config.model_dir, "report.txt"), text)
+    for name, plot, arguments in (
+        ("training_curves.png", report.plot_history, (fit.history,)),
+        ("confusion_matrix.png", report.plot_confusion_matrix, (counts, split.class_names)),
+    ):
+        with artifacts.atomic_path(os.path.join(config.model_dir, name)) as temporary:
+            plot(*arguments, temporary)
+    print(f"\nValidation report ({split.validation_source}):\n{text}")
+    return fit.history, model, counts
+
+
+def _print_summary(metadata, model_dir):
+    validation = metadata["validation"]
+    training = metadata["training"]
+    print(
+        f"Validation accuracy {validation['accuracy']:.4f} on {validation['images']} images "
+        f"({validation['source']}); best epoch {training['best_epoch']} of {training['epochs_run']}; "
+        f"{training['seconds']:.0f} s in all."
+    )
+    print(f"Model written to {os.path.join(model_dir, artifacts.MODEL_FILE)} (+ weights, metadata, reports).")

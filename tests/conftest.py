@@ -1,0 +1,61 @@
+"""Fixtures that write small synthetic images; no test reads the shared photos."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def class_image(label, seed, size=40):
+    """A synthetic RGB image whose class is easy to learn: class 0 has horizontal stripes, class 1 vertical."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 60, (size, size, 3)).astype(np.uint8)
+    stripes = (np.arange(size) // 4) % 2 == 0
+    if label % 2 == 0:
+        pixels[stripes, :, label % 3] = 230
+    else:
+        pixels[:, stripes, label % 3] = 230
+    return Image.fromarray(pixels)
+
+
+def write_class_tree(root, class_names, per_class, size=40, start_seed=0):
+    """Writes `root/<class>/img_<i>.png` (and .jpg) images; returns the paths written."""
+    paths = []
+    for label, name in enumerate(class_names):
+        folder = pathlib.Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            suffix = ".png" if i % 2 else ".jpg"
+            path = folder / f"img_{i}{suffix}"
+            class_image(label, start_seed + 1000 * label + i, size).save(path)
+            paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """A Dataset-style folder: Training_Set and Test_Set with two classes, and a Predict folder."""
+    data_dir = tmp_path / "Dataset"
+    write_class_tree(data_dir / "Training_Set", ["cats", "dogs"], per_class=24)
+    write_class_tree(data_dir / "Test_Set", ["cats", "dogs"], per_class=8, start_seed=500)
+    predict_dir = data_dir / "Predict"
+    predict_dir.mkdir()
+    for i in range(6):
+        class_image(i % 2, 900 + i).save(predict_dir / f"photo {i}.jpg")
+    return data_dir
+
+
+def run_script(script, *args, cwd=None, timeout=300):
+    """Runs one of the product's scripts in a fresh Python, as a user would; returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)],
+        cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )

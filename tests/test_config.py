@@ -1,0 +1,54 @@
+import dataclasses
+
+import pytest
+
+import config
+
+
+@pytest.mark.parametrize("config_class", [config.TrainConfig, config.PredictConfig])
+def test_every_field_is_a_flag_with_its_default(config_class):
+    parsed = config.parse(config_class, "test", [])
+    assert parsed == config_class()
+    help_text = config.build_parser(config_class, "test").format_help()
+    for field in dataclasses.fields(config_class):
+        assert config.flag_name(field) in help_text
+
+
+def test_contract_flag_names_exist():
+    train_flags = {config.flag_name(f) for f in dataclasses.fields(config.TrainConfig)}
+    predict_flags = {config.flag_name(f) for f in dataclasses.fields(config.PredictConfig)}
+    assert {
+        "--data-dir", "--model-dir", "--epochs", "--batch-size", "--image-size",
+        "--arch", "--validation-split", "--seed", "--learning-rate",
+    } <= train_flags
+    assert {
+        "--model-dir", "--model", "--input", "--output", "--batch-size",
+        "--threshold", "--sort-into", "--evaluate",
+    } <= predict_flags
+
+
+def test_flags_override_defaults():
+    parsed = config.parse(config.TrainConfig, "test", ["--epochs", "3", "--image-size", "48", "--arch", "simple"])
+    assert (parsed.epochs, parsed.image_size, parsed.arch) == (3, 48, "simple")
+    parsed = config.parse(config.PredictConfig, "test", ["--input", "a", "b.jpg", "--evaluate"])
+    assert parsed.input == ["a", "b.jpg"] and parsed.evaluate
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--validation-split", "1.5"], "`--validation-split` must be between 0.01 and 0.9. Received: 1.5"),
+        (["--epochs", "0"], "`--epochs` must be between 1 and 10000. Received: 0"),
+        (["--image-size", "8"], "`--image-size` must be between 16 and 1024. Received: 8"),
+        (["--seed", "-1"], "`--seed` must be at least 0. Received: -1"),
+        (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
+        (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    ],
+)
+def test_bad_values_fail_with_one_line_naming_the_flag(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        config.parse(config.TrainConfig, "test", argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert error.count("\n") == 1

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from conftest import class_image
+
+from imgclf import data
+from imgclf.cli import UsageError
+
+
+@pytest.fixture
+def files(tmp_path):
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"{i}.png"
+        class_image(i % 2, i, size=30).save(path)
+        paths.append(str(path))
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    paths.insert(3, str(tmp_path / "broken.jpg"))
+    return paths
+
+
+def test_decode_keeps_order_and_reports_unreadable_files(files):
+    images, errors = data.decode_all(files, 24, cache_bytes=10**9, cache_file=None)
+    assert images.shape == (8, 24, 24, 3) and not isinstance(images, np.memmap)
+    assert [index for index, _ in errors] == [3]
+    assert "not an image" in errors[0][1]
+    # Striped images alternate horizontal/vertical by class: order must match the file list.
+    for index, path_index in ((0, 0), (1, 1), (4, 3), (5, 4)):
+        vertical = images[index].astype(float).std(axis=0).mean() < images[index].astype(float).std(axis=1).mean()
+        assert vertical == (path_index % 2 == 1)
+
+
+def test_over_budget_cache_is_a_file_on_disk(files, tmp_path):
+    in_ram, _ = data.decode_all(files, 24, cache_bytes=10**9, cache_file=None)
+    cache_file = tmp_path / "cache.npy"
+    on_disk, errors = data.decode_all(files, 24, cache_bytes=100, cache_file=str(cache_file))
+    assert isinstance(on_disk, np.memmap) and cache_file.stat().st_size >= in_ram.nbytes
+    np.testing.assert_array_equal(np.asarray(on_disk), in_ram)
+    assert len(errors) == 1
+
+
+def test_stratified_split_is_seeded_and_keeps_class_shares():
+    labels = [0] * 50 + [1] * 30
+    train, validation = data.stratified_split(labels, 0.2, seed=3)
+    again_train, again_validation = data.stratified_split(labels, 0.2, seed=3)
+    assert list(validation) == list(again_validation) and list(train) == list(again_train)
+    assert sorted([*train, *validation]) == list(range(80))
+    assert sum(labels[i] == 0 for i in validation) == 10 and sum(labels[i] == 1 for i in validation) == 6
+
+
+def test_split_that_leaves_a_class_empty_is_refused():
+    with pytest.raises(UsageError, match=r"`--validation-split` 0.5 leaves no training image of class index 1"):
+        data.stratified_split([0, 0, 0, 0, 1], 0.5, seed=0)
+
+
+def test_batches_pair_each_image_with_its_label():
+    images = np.stack([np.full((4, 4, 3), i, np.uint8) for i in range(10)])
+    labels = np.arange(10, dtype=np.int32) * 100
+    indices = np.array([1, 2, 4, 6, 7, 9])
+    seen = []
+    for batch_images, batch_labels in data.batches(images, labels, indices, 4, shuffle_seed=1):
+        assert batch_images.dtype.name == "float32"
+        for image, label in zip(batch_images.numpy(), batch_labels.numpy()):
+            assert label == image[0, 0, 0] * 100
+            seen.append(int(image[0, 0, 0]))
+    assert sorted(seen) == list(indices)
+
+
+def test_augmentation_changes_training_images_but_keeps_their_shape():
+    augmentation = data.make_augmentation(seed=0)
+    batch = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    out = np.asarray(augmentation(batch, training=True))
+    assert out.shape == batch.shape and not np.allclose(out, batch)
+    np.testing.assert_allclose(np.asarray(augmentation(batch, training=False)), batch)

@@ -1,0 +1,184 @@
+"""Runs the real scripts, as a user would, on small synthetic images at 32 px for one epoch."""
+
+import csv
+import hashlib
+import json
+
+import pytest
+from conftest import run_script, write_class_tree
+
+pytestmark = pytest.mark.slow
+
+MODEL_FILES = [
+    "model.h5",
+    "model.weights.h5",
+    "metadata.json",
+    "history.csv",
+    "training_curves.png",
+    "confusion_matrix.png",
+    "report.txt",
+    "skipped_files.txt",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One trained model shared by the tests below; its Training_Set includes a broken file."""
+    from conftest import class_image
+
+    root = tmp_path_factory.mktemp("e2e")
+    data_dir = root / "Dataset"
+    write_class_tree(data_dir / "Training_Set", ["cats", "dogs"], per_class=24)
+    write_class_tree(data_dir / "Test_Set", ["cats", "dogs"], per_class=8, start_seed=500)
+    (data_dir / "Training_Set" / "dogs" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    predict_dir = data_dir / "Predict"
+    predict_dir.mkdir()
+    for i in range(6):
+        class_image(i % 2, 900 + i).save(predict_dir / f"photo {i}, é.jpg")
+    model_dir = root / "models"
+    result = run_script(
+        "train_cnn.py",
+        "--data-dir",
+        data_dir,
+        "--model-dir",
+        model_dir,
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "8",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root, data_dir, model_dir, result
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_training_writes_every_artifact(trained):
+    _, _, model_dir, result = trained
+    for name in MODEL_FILES:
+        assert (model_dir / name).is_file(), name
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    assert metadata["class_names"] == ["cats", "dogs"]
+    assert metadata["image_size"] == 32 and metadata["architecture"] == "compact"
+    assert metadata["validation"]["source"] == "Test_Set" and metadata["validation"]["images"] == 16
+    assert metadata["training"] == {**metadata["training"], "images": 48, "skipped_files": 1, "epochs_run": 1}
+    assert set(metadata["versions"]) >= {"tensorflow", "keras", "python"}
+    assert len((model_dir / "history.csv").read_text().splitlines()) == 2  # header + one epoch
+    assert "sensitivity (recall of 'dogs')" in (model_dir / "report.txt").read_text()
+    assert "Validation accuracy" in result.stdout
+    assert not list(model_dir.glob(".tmp-*")) and not (model_dir / ".decoded-images.npy").exists()
+
+
+def test_unreadable_training_file_is_skipped_and_listed(trained):
+    _, _, model_dir, result = trained
+    skipped = (model_dir / "skipped_files.txt").read_text().splitlines()
+    assert len(skipped) == 1 and skipped[0].startswith(str(model_dir.parent / "Dataset" / "Training_Set" / "dogs"))
+    assert "broken.jpg\t" in skipped[0]
+    assert "Skipped 1 unreadable file(s)" in result.stdout
+
+
+def test_predict_labels_every_file_in_order(trained):
+    root, data_dir, model_dir, _ = trained
+    output = root / "predictions.csv"
+    result = run_script("predict.py", "--model-dir", model_dir, "--input", data_dir / "Predict", "--output", output)
+    assert result.returncode == 0, result.stderr
+    rows = _rows(output)
+    assert list(rows[0]) == ["path", "label", "confidence", "prob_cats", "prob_dogs", "error"]
+    assert [row["path"] for row in rows] == sorted(str(p) for p in (data_dir / "Predict").iterdir())
+    for row in rows:
+        assert row["label"] in ("cats", "dogs") and row["error"] == ""
+        assert abs(float(row["prob_cats"]) + float(row["prob_dogs"]) - 1) < 1e-3
+        assert float(row["confidence"]) == max(float(row["prob_cats"]), float(row["prob_dogs"]))
+    assert len([line for line in result.stdout.splitlines() if "\t" in line]) == 6
+
+
+def test_predict_reports_unreadable_files_with_exit_status_1(trained):
+    root, data_dir, model_dir, _ = trained
+    inputs = root / "mixed"
+    inputs.mkdir()
+    (inputs / "good.jpg").write_bytes((data_dir / "Test_Set" / "cats" / "img_0.jpg").read_bytes())
+    (inputs / "notes.jpg").write_text("shopping list")
+    output = root / "mixed.csv"
+    result = run_script("predict.py", "--model-dir", model_dir, "--input", inputs, "--output", output)
+    assert result.returncode == 1
+    rows = {row["path"].rsplit("/", 1)[-1]: row for row in _rows(output)}
+    assert rows["good.jpg"]["label"] in ("cats", "dogs") and rows["good.jpg"]["error"] == ""
+    assert rows["notes.jpg"]["label"] == "" and "not an image" in rows["notes.jpg"]["error"]
+    assert "Traceback" not in result.stderr
+
+
+def test_evaluate_and_sort_into_leave_originals_untouched(trained):
+    root, data_dir, model_dir, _ = trained
+    test_set = data_dir / "Test_Set"
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in test_set.rglob("*") if p.is_file()}
+    output = root / "eval.csv"
+    result = run_script(
+        "predict.py",
+        "--model-dir",
+        model_dir,
+        "--input",
+        test_set,
+        "--output",
+        output,
+        "--evaluate",
+        "--sort-into",
+        root / "sorted",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "accuracy:" in (root / "eval_report.txt").read_text()
+    assert (root / "eval_confusion_matrix.png").is_file()
+    sorted_files = list((root / "sorted").rglob("*.*"))
+    assert len(sorted_files) == 16 and {p.parent.name for p in sorted_files} <= {"cats", "dogs"}
+    assert before == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in test_set.rglob("*") if p.is_file()}
+
+
+def test_three_classes_without_test_set_use_a_split_and_softmax(tmp_path):
+    data_dir = tmp_path / "Dataset"
+    write_class_tree(data_dir / "Training_Set", ["glass", "metal", "paper"], per_class=10)
+    model_dir = tmp_path / "models"
+    result = run_script(
+        "train_cnn.py",
+        "--data-dir",
+        data_dir,
+        "--model-dir",
+        model_dir,
+        "--arch",
+        "simple",
+        "--epochs",
+        "1",
+        "--image-size",
+        "32",
+        "--validation-split",
+        "0.3",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    assert metadata["class_names"] == ["glass", "metal", "paper"]
+    assert metadata["validation"] == {**metadata["validation"], "source": "0.3 of Training_Set", "images": 9}
+    output = tmp_path / "p.csv"
+    result = run_script(
+        "predict.py", "--model-dir", model_dir, "--input", data_dir / "Training_Set", "--output", output
+    )
+    assert result.returncode == 0, result.stderr
+    rows = _rows(output)
+    assert len(rows) == 30 and {"prob_glass", "prob_metal", "prob_paper"} <= set(rows[0])
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("train_cnn.py", ["--data-dir", "{tmp}/nowhere"], "Training_Set: folder not found."),
+        ("train_cnn.py", ["--validation-split", "1.5"], "`--validation-split` must be between 0.01 and 0.9"),
+        ("predict.py", ["--model-dir", "{tmp}/no-models"], "--model-dir: {tmp}/no-models/model.h5 not found."),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_status_2(tmp_path, script, args, message):
+    result = run_script(script, *[arg.format(tmp=tmp_path) for arg in args])
+    assert result.returncode == 2
+    assert message.format(tmp=tmp_path) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr

@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from imgclf import models
+from imgclf.cli import UsageError
+
+
+@pytest.mark.parametrize("name", sorted(models.ARCHITECTURES))
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_forward_pass(name, num_classes):
+    model = models.build_model(name, 32, num_classes)
+    outputs = np.asarray(model(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")))
+    assert outputs.shape == (2, 1 if num_classes == 2 else num_classes)
+    assert np.all(np.isfinite(outputs)) and np.all((outputs >= 0) & (outputs <= 1))
+    if num_classes > 2:
+        np.testing.assert_allclose(outputs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_simple_is_the_classic_network_layer_for_layer():
+    model = models.build_model("simple", 64, 2)
+    layers = [
+        (type(layer).__name__, getattr(layer, "filters", getattr(layer, "units", None))) for layer in model.layers
+    ]
+    assert layers == [
+        ("InputLayer", None),
+        ("Rescaling", None),
+        ("Conv2D", 32),
+        ("MaxPooling2D", None),
+        ("Conv2D", 32),
+        ("MaxPooling2D", None),
+        ("Flatten", None),
+        ("Dense", 128),
+        ("Dense", 1),
+    ]
+    conv = model.layers[2]
+    assert conv.kernel_size == (3, 3) and conv.activation.__name__ == "relu"
+    assert model.layers[-1].activation.__name__ == "sigmoid"
+    assert model.count_params() == 813_217  # The classic network's parameter count at 64x64.
+
+
+def test_default_uses_batch_norm_global_pooling_and_dropout():
+    kinds = {type(layer).__name__ for layer in models.build_model("compact", 32, 2).layers}
+    assert {"BatchNormalization", "GlobalAveragePooling2D", "Dropout"} <= kinds
+
+
+def test_unknown_architecture_lists_the_known_ones():
+    with pytest.raises(UsageError, match=r"`--arch` must be one of compact, simple\. Received: vgg99"):
+        models.build_model("vgg99", 32, 2)

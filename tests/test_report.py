@@ -1,0 +1,34 @@
+import numpy as np
+
+from imgclf import report
+
+
+def test_confusion_matrix_and_metrics():
+    counts = report.confusion_matrix([0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2], 3)
+    assert counts.tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    precision, recall, f1, support = report.per_class_metrics(counts)
+    np.testing.assert_allclose(precision, [1.0, 0.5, 0.5])
+    np.testing.assert_allclose(recall, [2 / 3, 0.5, 1.0])
+    np.testing.assert_allclose(f1, [0.8, 0.5, 2 / 3])
+    assert support.tolist() == [3, 2, 1]
+
+
+def test_two_class_report_has_sensitivity_and_specificity():
+    counts = np.array([[8, 2], [1, 9]])
+    text = report.text_report(counts, ["cats", "dogs"])
+    assert "accuracy: 0.8500 (17/20)" in text
+    assert "sensitivity (recall of 'dogs'): 0.9000" in text
+    assert "specificity (recall of 'cats'): 0.8000" in text
+
+
+def test_class_with_no_predictions_reports_zero_not_nan():
+    text = report.text_report(np.array([[5, 0], [5, 0]]), ["a", "b"])
+    assert "nan" not in text.lower()
+
+
+def test_plots_are_png_files(tmp_path):
+    report.plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "cm.png")
+    report.plot_history({"loss": [1, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8], "val_accuracy": [0.4, 0.7]},
+                        tmp_path / "curves.png")
+    for name in ("cm.png", "curves.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,56 @@
+"""Each training error is raised before any image is decoded, with its message pinned."""
+
+import dataclasses
+
+import pytest
+from conftest import write_class_tree
+
+import config
+from imgclf import train
+from imgclf.cli import UsageError
+
+
+def _config(tmp_path, **changes):
+    return dataclasses.replace(
+        config.TrainConfig(), data_dir=str(tmp_path / "Dataset"), model_dir=str(tmp_path / "models"), **changes
+    )
+
+
+def test_missing_training_set(tmp_path):
+    with pytest.raises(UsageError, match=r"Dataset/Training_Set: folder not found\. .*run `make demo`"):
+        train.train(_config(tmp_path))
+
+
+def test_single_class(tmp_path):
+    write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats"], per_class=2)
+    with pytest.raises(UsageError, match=r"needs at least two class sub-folders .*found only 'cats'"):
+        train.train(_config(tmp_path))
+
+
+def test_test_set_classes_must_match(tmp_path):
+    write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats", "dogs"], per_class=2)
+    write_class_tree(tmp_path / "Dataset" / "Test_Set", ["cats", "wolves"], per_class=2)
+    with pytest.raises(UsageError, match=r"Test_Set: its class folders \['cats', 'wolves'\] differ from the training"):
+        train.train(_config(tmp_path))
+
+
+def test_unwritable_model_dir_is_caught_before_training(tmp_path):
+    write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats", "dogs"], per_class=2)
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(UsageError, match=r"--model-dir .*taken: cannot write there"):
+        train.train(dataclasses.replace(_config(tmp_path), model_dir=str(tmp_path / "taken")))
+
+
+def test_unknown_architecture(tmp_path):
+    with pytest.raises(UsageError, match=r"`--arch` must be one of compact, simple\. Received: resnet9000"):
+        train.train(_config(tmp_path, arch="resnet9000"))
+
+
+def test_class_with_no_readable_image(tmp_path):
+    write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats"], per_class=4)
+    dogs = tmp_path / "Dataset" / "Training_Set" / "dogs"
+    dogs.mkdir()
+    for i in range(4):
+        (dogs / f"{i}.jpg").write_bytes(b"garbage")
+    with pytest.raises(UsageError, match=r"Training images of class 'dogs': none could be read"):
+        train.train(_config(tmp_path, image_size=32))
