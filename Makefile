@@ -18,6 +18,7 @@ demo: $(VENV)/installed
 
 lint: $(VENV)/installed
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test: lint
 	$(PY) -m pytest

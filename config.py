@@ -45,8 +45,10 @@ class PredictConfig:
     output: str = setting("predictions.csv", "CSV file the predictions are written to")
     batch_size: int = setting(64, "images per prediction step", low=1, high=4096)
     threshold: float = setting(
-        -1.0, "two classes only: probability above which the second class is chosen (default: the model's)",
-        low=-1.0, high=1.0,
+        -1.0,
+        "two classes only: probability above which the second class is chosen (default: the model's)",
+        low=-1.0,
+        high=1.0,
     )
     sort_into: str = setting("", "copy each image into <folder>/<label>/ (originals are never moved)")
     evaluate: bool = setting(False, "the input folder has one sub-folder per class: report accuracy")
@@ -73,9 +75,7 @@ def build_parser(config_class, description):
             parser.add_argument(flag_name(field), action="store_true", help=meta["help"])
             continue
         value_type = {int: int, float: float}.get(field.type, str)
-        parser.add_argument(
-            flag_name(field), type=value_type, default=default, nargs=meta["nargs"], help=meta["help"]
-        )
+        parser.add_argument(flag_name(field), type=value_type, default=default, nargs=meta["nargs"], help=meta["help"])
     return parser
 
 

@@ -41,13 +41,15 @@ def draw_animal(kind, rng):
         for side in (-1, 1):  # Pointed ears standing up.
             base_x = cx + side * radius * 0.55
             tip = (base_x + side * radius * rng.uniform(0.05, 0.3), cy - radius * rng.uniform(1.35, 1.7))
-            draw.polygon([(base_x - radius * 0.4, cy - radius * 0.6), (base_x + radius * 0.4, cy - radius * 0.6), tip],
-                         fill=fur, outline=dark)
+            draw.polygon(
+                [(base_x - radius * 0.4, cy - radius * 0.6), (base_x + radius * 0.4, cy - radius * 0.6), tip],
+                fill=fur,
+                outline=dark,
+            )
     else:
         for side in (-1, 1):  # Long ears hanging beside the head.
             ear_x = cx + side * radius * 0.95
-            draw.ellipse((ear_x - radius * 0.3, cy - radius * 0.7, ear_x + radius * 0.3, cy + radius * 0.9),
-                         fill=dark)
+            draw.ellipse((ear_x - radius * 0.3, cy - radius * 0.7, ear_x + radius * 0.3, cy + radius * 0.9), fill=dark)
     draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fur, outline=dark)
     eye_y = cy - radius * 0.2
     for side in (-1, 1):

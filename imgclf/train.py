@@ -157,8 +157,12 @@ def _fit_and_evaluate(config, split, images):
     # Binary cross-entropy wants float labels shaped like the one sigmoid output.
     labels = split.labels.astype(np.float32)[:, None] if num_classes == 2 else split.labels.astype(np.int32)
     train_batches = data.batches(
-        images, labels, split.train, config.batch_size,
-        shuffle_seed=config.seed, augmentation=data.make_augmentation(config.seed),
+        images,
+        labels,
+        split.train,
+        config.batch_size,
+        shuffle_seed=config.seed,
+        augmentation=data.make_augmentation(config.seed),
     )
     validation_batches = data.batches(images, labels, split.validation, config.batch_size)
 
@@ -172,16 +176,22 @@ def _fit_and_evaluate(config, split, images):
     with artifacts.atomic_path(history_path) as history_temporary:
         callbacks = [
             keras.callbacks.ModelCheckpoint(
-                os.path.join(checkpoint_dir, "best.weights.h5"), monitor="val_loss",
-                save_best_only=True, save_weights_only=True,
+                os.path.join(checkpoint_dir, "best.weights.h5"),
+                monitor="val_loss",
+                save_best_only=True,
+                save_weights_only=True,
             ),
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
             keras.callbacks.CSVLogger(history_temporary),
             keras.callbacks.TensorBoard(log_dir=os.path.join(config.model_dir, "logs")),
         ]
         fit = model.fit(
-            train_batches, validation_data=validation_batches, epochs=config.epochs,
-            callbacks=callbacks, shuffle=False, verbose=1 if sys.stdout.isatty() else 2,
+            train_batches,
+            validation_data=validation_batches,
+            epochs=config.epochs,
+            callbacks=callbacks,
+            shuffle=False,
+            verbose=1 if sys.stdout.isatty() else 2,
         )
 
     _, predicted = predict_labels(model, validation_batches, num_classes)

@@ -18,12 +18,25 @@ def test_contract_flag_names_exist():
     train_flags = {config.flag_name(f) for f in dataclasses.fields(config.TrainConfig)}
     predict_flags = {config.flag_name(f) for f in dataclasses.fields(config.PredictConfig)}
     assert {
-        "--data-dir", "--model-dir", "--epochs", "--batch-size", "--image-size",
-        "--arch", "--validation-split", "--seed", "--learning-rate",
+        "--data-dir",
+        "--model-dir",
+        "--epochs",
+        "--batch-size",
+        "--image-size",
+        "--arch",
+        "--validation-split",
+        "--seed",
+        "--learning-rate",
     } <= train_flags
     assert {
-        "--model-dir", "--model", "--input", "--output", "--batch-size",
-        "--threshold", "--sort-into", "--evaluate",
+        "--model-dir",
+        "--model",
+        "--input",
+        "--output",
+        "--batch-size",
+        "--threshold",
+        "--sort-into",
+        "--evaluate",
     } <= predict_flags
 
 

@@ -26,7 +26,11 @@ def test_scan_lists_nested_files_and_skips_os_droppings(tmp_path):
     paths, labels, classes = folders.scan_class_folders(tmp_path)
     assert classes == ["a", "b"]
     assert [os.path.relpath(p, tmp_path) for p in paths] == [
-        "a/img_0.jpg", "a/img_1.png", "a/more/deep.jpg", "b/img_0.jpg", "b/img_1.png",
+        "a/img_0.jpg",
+        "a/img_1.png",
+        "a/more/deep.jpg",
+        "b/img_0.jpg",
+        "b/img_1.png",
     ]
     assert labels == [0, 0, 0, 1, 1]
 

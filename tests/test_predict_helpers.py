@@ -25,9 +25,9 @@ def test_sigmoid_output_becomes_two_class_probabilities():
 
 
 def test_csv_columns_and_formula_cells_are_neutralised():
-    rows = [["=HYPERLINK(\"x\")", "cats", "0.9", "0.9", "0.1", ""], ["b,c.jpg", "", "", "", "", "-broken"]]
+    rows = [['=HYPERLINK("x")', "cats", "0.9", "0.9", "0.1", ""], ["b,c.jpg", "", "", "", "", "-broken"]]
     text = predict.predictions_csv(rows, ["cats", "dogs"])
     parsed = list(csv.reader(io.StringIO(text)))
     assert parsed[0] == ["path", "label", "confidence", "prob_cats", "prob_dogs", "error"]
-    assert parsed[1][0] == "'=HYPERLINK(\"x\")"
+    assert parsed[1][0] == '\'=HYPERLINK("x")'
     assert parsed[2][0] == "b,c.jpg" and parsed[2][5] == "'-broken"

@@ -28,7 +28,9 @@ def test_class_with_no_predictions_reports_zero_not_nan():
 
 def test_plots_are_png_files(tmp_path):
     report.plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "cm.png")
-    report.plot_history({"loss": [1, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8], "val_accuracy": [0.4, 0.7]},
-                        tmp_path / "curves.png")
+    report.plot_history(
+        {"loss": [1, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8], "val_accuracy": [0.4, 0.7]},
+        tmp_path / "curves.png",
+    )
     for name in ("cm.png", "curves.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
