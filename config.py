@@ -23,7 +23,12 @@ class TrainConfig:
     data_dir: str = setting("Dataset", "folder holding Training_Set/<class>/ and optionally Test_Set/<class>/")
     model_dir: str = setting("models", "folder the model and its reports are written to")
     arch: str = setting("compact", "network: 'compact' (batch norm, residual, global pooling) or 'simple' (classic)")
-    image_size: int = setting(128, "images are resized to this many pixels square", low=16, high=1024)
+    image_size: int = setting(
+        0,
+        "images are resized to this many pixels square (0: the architecture's own, 96 compact, 64 simple)",
+        low=0,
+        high=1024,
+    )
     epochs: int = setting(30, "maximum passes over the training images", low=1, high=10000)
     batch_size: int = setting(32, "images per training step", low=1, high=4096)
     learning_rate: float = setting(0.002, "peak learning rate of the optimizer", low=1e-7, high=1.0)

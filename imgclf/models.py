@@ -62,6 +62,8 @@ def build_compact(input_shape, num_classes, widths=(32, 64, 128, 256), dropout=0
 
 
 ARCHITECTURES = {"compact": build_compact, "simple": build_simple}
+# The image size each architecture was designed for, used when --image-size is 0.
+NATIVE_IMAGE_SIZE = {"compact": 96, "simple": 64}
 
 
 def check_arch(name):

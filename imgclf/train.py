@@ -99,9 +99,19 @@ def library_versions():
     }
 
 
+def resolve_config(config):
+    """Checks the architecture and fills in its own image size when --image-size is 0."""
+    models.check_arch(config.arch)
+    if config.image_size == 0:
+        config = dataclasses.replace(config, image_size=models.NATIVE_IMAGE_SIZE[config.arch])
+    if config.image_size < 16:
+        raise UsageError(f"`--image-size` must be between 16 and 1024 (or 0). Received: {config.image_size}")
+    return config
+
+
 def train(config):
     """Trains `config.arch` on `config.data_dir` and writes the model and its reports to `config.model_dir`."""
-    models.check_arch(config.arch)
+    config = resolve_config(config)
     folders.check_writable_folder(config.model_dir, "--model-dir")
     started = time.time()
     keras.utils.set_random_seed(config.seed)

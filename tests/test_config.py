@@ -52,7 +52,7 @@ def test_flags_override_defaults():
     [
         (["--validation-split", "1.5"], "`--validation-split` must be between 0.01 and 0.9. Received: 1.5"),
         (["--epochs", "0"], "`--epochs` must be between 1 and 10000. Received: 0"),
-        (["--image-size", "8"], "`--image-size` must be between 16 and 1024. Received: 8"),
+        (["--image-size", "-8"], "`--image-size` must be between 0 and 1024. Received: -8"),
         (["--seed", "-1"], "`--seed` must be at least 0. Received: -1"),
         (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),

@@ -54,3 +54,14 @@ def test_class_with_no_readable_image(tmp_path):
         (dogs / f"{i}.jpg").write_bytes(b"garbage")
     with pytest.raises(UsageError, match=r"Training images of class 'dogs': none could be read"):
         train.train(_config(tmp_path, image_size=32))
+
+
+def test_image_size_below_sixteen(tmp_path):
+    with pytest.raises(UsageError, match=r"`--image-size` must be between 16 and 1024 \(or 0\)\. Received: 8"):
+        train.train(_config(tmp_path, image_size=8))
+
+
+@pytest.mark.parametrize("arch, size", [("simple", 64), ("compact", 96)])
+def test_image_size_zero_means_the_architectures_own(tmp_path, arch, size):
+    assert train.resolve_config(_config(tmp_path, arch=arch, image_size=0)).image_size == size
+    assert train.resolve_config(_config(tmp_path, arch=arch, image_size=40)).image_size == 40
