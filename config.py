@@ -10,9 +10,12 @@ import dataclasses
 import sys
 
 
-def setting(default, help, *, low=None, high=None, choices=None, nargs=None):
-    """Declares one setting: its default, its help line and what values it allows."""
-    metadata = {"help": help, "low": low, "high": high, "choices": choices, "nargs": nargs}
+def setting(default, help, *, low=None, high=None, choices=None, nargs=None, kind=None):
+    """Declares one setting: its default, its help line and what values it allows.
+
+    `kind` is the value type where the field's type cannot say it (a default of None).
+    """
+    metadata = {"help": help, "low": low, "high": high, "choices": choices, "nargs": nargs, "kind": kind}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -29,7 +32,7 @@ class TrainConfig:
         low=0,
         high=1024,
     )
-    epochs: int = setting(30, "maximum passes over the training images", low=1, high=10000)
+    epochs: int = setting(16, "maximum passes over the training images", low=1, high=10000)
     batch_size: int = setting(32, "images per training step", low=1, high=4096)
     learning_rate: float = setting(0.002, "peak learning rate of the optimizer", low=1e-7, high=1.0)
     validation_split: float = setting(
@@ -37,6 +40,11 @@ class TrainConfig:
     )
     patience: int = setting(8, "stop after this many epochs without a better validation loss", low=1, high=10000)
     seed: int = setting(1337, "seed for the validation split, shuffling, augmentation and initial weights", low=0)
+    mixed_precision: str = setting(
+        "auto",
+        "bfloat16 on CPUs with AMX/AVX-512 BF16, float16 on GPUs: auto, on or off",
+        choices=["auto", "on", "off"],
+    )
     cache_mb: int = setting(
         1024, "decoded images are kept in RAM up to this many MB, beyond it in a file in --model-dir", low=0
     )
@@ -49,11 +57,12 @@ class PredictConfig:
     input: list = setting(["Dataset/Predict"], "image folders (searched recursively) or image files", nargs="+")
     output: str = setting("predictions.csv", "CSV file the predictions are written to")
     batch_size: int = setting(64, "images per prediction step", low=1, high=4096)
-    threshold: float = setting(
-        -1.0,
-        "two classes only: probability above which the second class is chosen (default: the model's)",
-        low=-1.0,
+    threshold: float | None = setting(
+        None,
+        "two classes only: probability from which the second class is chosen (default: the model's, 0.5)",
+        low=0.0,
         high=1.0,
+        kind=float,
     )
     sort_into: str = setting("", "copy each image into <folder>/<label>/ (originals are never moved)")
     evaluate: bool = setting(False, "the input folder has one sub-folder per class: report accuracy")
@@ -79,7 +88,7 @@ def build_parser(config_class, description):
         if field.type is bool:
             parser.add_argument(flag_name(field), action="store_true", help=meta["help"])
             continue
-        value_type = {int: int, float: float}.get(field.type, str)
+        value_type = meta["kind"] or {int: int, float: float}.get(field.type, str)
         parser.add_argument(flag_name(field), type=value_type, default=default, nargs=meta["nargs"], help=meta["help"])
     return parser
 
@@ -89,6 +98,8 @@ def check(config):
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         meta = field.metadata
+        if value is None:
+            continue
         low, high = meta["low"], meta["high"]
         if (low is not None and value < low) or (high is not None and value > high):
             allowed = f"between {low} and {high}" if high is not None else f"at least {low}"

@@ -11,7 +11,7 @@ import numpy as np
 import PIL
 import tensorflow as tf
 
-from imgclf import artifacts, data, folders, models, report
+from imgclf import artifacts, data, devices, folders, models, report
 from imgclf.cli import UsageError
 
 SKIPPED_FILE = "skipped_files.txt"
@@ -88,6 +88,16 @@ def predict_labels(model, dataset, num_classes):
     return probabilities, probabilities.argmax(axis=1)
 
 
+def float32_copy(model, config, num_classes):
+    """The same network and weights in plain float32, so the saved model runs on any machine."""
+    if keras.mixed_precision.global_policy().name == "float32":
+        return model
+    devices.set_policy("float32")
+    copy = models.build_model(config.arch, config.image_size, num_classes)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def library_versions():
     """Versions of what the model was made with, for metadata.json."""
     return {
@@ -118,6 +128,8 @@ def train(config):
 
     split = scan(config)
     num_classes = len(split.class_names)
+    policy = devices.precision_policy(config.mixed_precision)
+    print(f"Training on {devices.describe()}, {policy} arithmetic.")
     print(
         f"Classes ({num_classes}): {', '.join(split.class_names)}. "
         f"{len(split.train)} training and {len(split.validation)} validation files ({split.validation_source})."
@@ -127,10 +139,18 @@ def train(config):
         print(f"Decoding and checking every image at {config.image_size}x{config.image_size} px...")
         images, errors = data.decode_all(split.paths, config.image_size, config.cache_mb * 2**20, cache_file)
         where = "on disk" if isinstance(images, np.memmap) else "in RAM"
-        print(f"Cached {images.nbytes / 2**20:.0f} MB of decoded images {where} in {time.time() - started:.0f} s.")
+        decode_seconds = time.time() - started
+        print(f"Cached {images.nbytes / 2**20:.0f} MB of decoded images {where} in {decode_seconds:.0f} s.")
         split = drop_unreadable(split, errors, config.model_dir)
-        history, model, counts = _fit_and_evaluate(config, split, images)
+        devices.set_policy(policy)
+        # Binary cross-entropy wants float labels shaped like the one sigmoid output.
+        labels = split.labels.astype(np.float32)[:, None] if num_classes == 2 else split.labels.astype(np.int32)
+        history, model = _fit(config, split, images, labels)
+        # Evaluate the float32 model that is saved, so the report matches what predict.py will give.
+        model = float32_copy(model, config, num_classes)
+        counts = _evaluate(model, config, split, images, labels, history)
     finally:
+        devices.set_policy("float32")
         if os.path.exists(cache_file):
             os.remove(cache_file)
 
@@ -140,6 +160,7 @@ def train(config):
         "color_mode": "rgb",
         "preprocessing": "EXIF-upright, RGB, bilinear resize to a square; the model rescales 0-255 itself",
         "architecture": config.arch,
+        "trained_with": policy,
         "threshold": 0.5,
         "config": dataclasses.asdict(config),
         "validation": {
@@ -153,6 +174,9 @@ def train(config):
             "skipped_files": len(errors),
             "epochs_run": len(history["loss"]),
             "best_epoch": int(np.argmin(history["val_loss"])) + 1,
+            "decode_seconds": round(decode_seconds, 1),
+            "fit_seconds": history["seconds"][-1],
+            "train_images_per_second": round(len(split.train) * len(history["loss"]) / history["seconds"][-1], 1),
             "seconds": round(time.time() - started, 1),
         },
         "versions": library_versions(),
@@ -162,10 +186,19 @@ def train(config):
     return 0
 
 
-def _fit_and_evaluate(config, split, images):
+class ElapsedTime(keras.callbacks.Callback):
+    """Adds `seconds` since the start of training to each epoch's logs (and so to history.csv)."""
+
+    def on_train_begin(self, logs=None):
+        self.started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["seconds"] = round(time.time() - self.started, 2)
+
+
+def _fit(config, split, images, labels):
+    """Builds, compiles and fits the model; returns its history and the model with the best epoch's weights."""
     num_classes = len(split.class_names)
-    # Binary cross-entropy wants float labels shaped like the one sigmoid output.
-    labels = split.labels.astype(np.float32)[:, None] if num_classes == 2 else split.labels.astype(np.int32)
     train_batches = data.batches(
         images,
         labels,
@@ -185,6 +218,7 @@ def _fit_and_evaluate(config, split, images):
     history_path = os.path.join(config.model_dir, "history.csv")
     with artifacts.atomic_path(history_path) as history_temporary:
         callbacks = [
+            ElapsedTime(),  # First, so that the callbacks after it log the time too.
             keras.callbacks.ModelCheckpoint(
                 os.path.join(checkpoint_dir, "best.weights.h5"),
                 monitor="val_loss",
@@ -203,19 +237,25 @@ def _fit_and_evaluate(config, split, images):
             shuffle=False,
             verbose=1 if sys.stdout.isatty() else 2,
         )
+    return fit.history, model
 
+
+def _evaluate(model, config, split, images, labels, history):
+    """Labels the validation images, writes report.txt and both plots; returns the confusion matrix."""
+    num_classes = len(split.class_names)
+    validation_batches = data.batches(images, labels, split.validation, config.batch_size)
     _, predicted = predict_labels(model, validation_batches, num_classes)
     counts = report.confusion_matrix(split.labels[split.validation], predicted, num_classes)
     text = report.text_report(counts, split.class_names)
     artifacts.write_text(os.path.join(config.model_dir, "report.txt"), text)
     for name, plot, arguments in (
-        ("training_curves.png", report.plot_history, (fit.history,)),
+        ("training_curves.png", report.plot_history, (history,)),
         ("confusion_matrix.png", report.plot_confusion_matrix, (counts, split.class_names)),
     ):
         with artifacts.atomic_path(os.path.join(config.model_dir, name)) as temporary:
             plot(*arguments, temporary)
     print(f"\nValidation report ({split.validation_source}):\n{text}")
-    return fit.history, model, counts
+    return counts
 
 
 def _print_summary(metadata, model_dir):

@@ -54,6 +54,7 @@ def test_flags_override_defaults():
         (["--epochs", "0"], "`--epochs` must be between 1 and 10000. Received: 0"),
         (["--image-size", "-8"], "`--image-size` must be between 0 and 1024. Received: -8"),
         (["--seed", "-1"], "`--seed` must be at least 0. Received: -1"),
+        (["--mixed-precision", "sometimes"], "`--mixed-precision` must be one of auto, on, off. Received: sometimes"),
         (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
         (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     ],
@@ -65,3 +66,11 @@ def test_bad_values_fail_with_one_line_naming_the_flag(argv, message, capsys):
     error = capsys.readouterr().err
     assert message in error
     assert error.count("\n") == 1
+
+
+def test_predict_threshold_defaults_to_the_models_and_is_range_checked(capsys):
+    assert config.parse(config.PredictConfig, "test", []).threshold is None
+    assert config.parse(config.PredictConfig, "test", ["--threshold", "0.7"]).threshold == 0.7
+    with pytest.raises(SystemExit):
+        config.parse(config.PredictConfig, "test", ["--threshold", "1.5"])
+    assert "`--threshold` must be between 0.0 and 1.0. Received: 1.5" in capsys.readouterr().err

@@ -68,7 +68,12 @@ def test_training_writes_every_artifact(trained):
     assert metadata["validation"]["source"] == "Test_Set" and metadata["validation"]["images"] == 16
     assert metadata["training"] == {**metadata["training"], "images": 48, "skipped_files": 1, "epochs_run": 1}
     assert set(metadata["versions"]) >= {"tensorflow", "keras", "python"}
-    assert len((model_dir / "history.csv").read_text().splitlines()) == 2  # header + one epoch
+    history = (model_dir / "history.csv").read_text().splitlines()
+    assert len(history) == 2 and "seconds" in history[0].split(",")  # header + one epoch, with elapsed time
+    assert metadata["training"]["train_images_per_second"] > 0 and metadata["trained_with"] in (
+        "float32",
+        "mixed_bfloat16",
+    )
     assert "sensitivity (recall of 'dogs')" in (model_dir / "report.txt").read_text()
     assert "Validation accuracy" in result.stdout
     assert not list(model_dir.glob(".tmp-*")) and not (model_dir / ".decoded-images.npy").exists()

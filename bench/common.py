@@ -1,0 +1,62 @@
+"""What the benchmarks share: where the photos are, running the product's scripts, describing the machine."""
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED_PHOTOS = ROOT.parent / "shared" / "datasets" / "cats_dogs"
+OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT))
+
+
+def photos_dir():
+    """The shared cats and dogs photos, or exit with a clear message when they are not beside the repository."""
+    path = pathlib.Path(os.environ.get("BENCH_DATA", SHARED_PHOTOS))
+    if not (path / "Training_Set").is_dir():
+        sys.exit(f"bench: {path}/Training_Set not found. Set BENCH_DATA to a folder in the Dataset layout.")
+    return path
+
+
+def run_script(script, *args):
+    """Runs train_cnn.py or predict.py; returns (wall seconds, stdout). Exits if the script fails."""
+    started = time.time()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True, cwd=ROOT
+    )
+    seconds = time.time() - started
+    if result.returncode not in (0, 1):
+        sys.exit(f"bench: {script} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return seconds, result.stdout
+
+
+def read_metadata(model_dir):
+    return json.loads((pathlib.Path(model_dir) / "metadata.json").read_text())
+
+
+def machine():
+    """One line: CPU model, core count, Python, TensorFlow and Keras versions."""
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    )
+
+
+def table(rows, headers):
+    """A Markdown table as text."""
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

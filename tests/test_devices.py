@@ -1,0 +1,38 @@
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+import config
+from imgclf import devices, models, train
+from imgclf.cli import UsageError
+
+
+def test_off_is_float32_and_on_is_mixed_on_cpu():
+    assert devices.precision_policy("off") == "float32"
+    assert devices.precision_policy("on") == "mixed_bfloat16"  # No GPU in the test environment.
+    assert devices.precision_policy("auto") in ("float32", "mixed_bfloat16")
+
+
+def test_unknown_setting_is_refused():
+    with pytest.raises(UsageError, match=r"`--mixed-precision` must be one of auto, on, off\. Received: maybe"):
+        devices.precision_policy("maybe")
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_mixed_precision_model_predicts_float32_and_saves_as_float32(num_classes):
+    cfg = dataclasses.replace(config.TrainConfig(), arch="compact", image_size=32)
+    try:
+        devices.set_policy("mixed_bfloat16")
+        mixed = models.build_model("compact", 32, num_classes)
+        assert mixed.layers[3].compute_dtype == "bfloat16"
+        batch = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+        outputs = mixed(batch)
+        assert outputs.dtype == "float32" and np.all(np.isfinite(np.asarray(outputs)))
+        plain = train.float32_copy(mixed, cfg, num_classes)
+    finally:
+        devices.set_policy("float32")
+    assert all(layer.compute_dtype == "float32" for layer in plain.layers if hasattr(layer, "compute_dtype"))
+    np.testing.assert_allclose(np.asarray(plain(batch)), np.asarray(outputs), atol=0.05)
+    assert keras.mixed_precision.global_policy().name == "float32"
