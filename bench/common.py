@@ -6,6 +6,7 @@ import pathlib
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -23,15 +24,24 @@ def photos_dir():
 
 
 def run_script(script, *args):
-    """Runs train_cnn.py or predict.py; returns (wall seconds, stdout). Exits if the script fails."""
-    started = time.time()
-    result = subprocess.run(
-        [sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True, cwd=ROOT
-    )
-    seconds = time.time() - started
-    if result.returncode not in (0, 1):
-        sys.exit(f"bench: {script} failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    return seconds, result.stdout
+    """Runs train_cnn.py or predict.py in a child process.
+
+    Returns:
+        (wall seconds, output, peak RSS of that child in MB). Exits if the script fails.
+    """
+    with tempfile.TemporaryFile("w+") as log:
+        started = time.time()
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / script), *map(str, args)], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        _, status, usage = os.wait4(process.pid, 0)  # wait4 gives this child's own peak memory.
+        seconds = time.time() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        output = log.read()
+    if process.returncode not in (0, 1):
+        sys.exit(f"bench: {script} failed ({process.returncode}):\n{output[-3000:]}")
+    return seconds, output, usage.ru_maxrss / 1024
 
 
 def read_metadata(model_dir):

@@ -70,7 +70,7 @@ def product(files, model_dir, folder):
     """predict.py on a folder of the files: (labeling images/s, start-up seconds, wall seconds)."""
     output = os.path.join(folder, "predictions.csv")
     started = time.time()
-    wall, stdout = run_script("predict.py", "--model-dir", model_dir, "--input", *files, "--output", output)
+    wall, stdout, _ = run_script("predict.py", "--model-dir", model_dir, "--input", *files, "--output", output)
     line = next(line for line in stdout.splitlines() if line.startswith("Labeled "))
     seconds = float(line.split(" files in ")[1].split(" s ")[0])
     return len(files) / seconds, wall - seconds, time.time() - started

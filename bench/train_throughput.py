@@ -96,7 +96,7 @@ def compute_bound(data, epochs, policy):
 def product(data, epochs, precision):
     """(b) train_cnn.py, timed as a whole: decoding, checking, caching and every epoch."""
     with tempfile.TemporaryDirectory() as model_dir:
-        wall, _ = run_script(
+        wall, _, _ = run_script(
             "train_cnn.py", "--data-dir", data, "--model-dir", model_dir, "--arch", "simple",
             "--epochs", epochs, "--batch-size", BATCH, "--patience", 100, "--mixed-precision", precision,
         )  # fmt: skip

@@ -71,3 +71,23 @@ def test_augmentation_changes_training_images_but_keeps_their_shape():
     out = np.asarray(augmentation(batch, training=True))
     assert out.shape == batch.shape and not np.allclose(out, batch)
     np.testing.assert_allclose(np.asarray(augmentation(batch, training=False)), batch)
+
+
+def test_affine_with_no_range_is_the_identity_or_a_mirror_image():
+    batch = np.random.default_rng(0).uniform(0, 255, (16, 20, 24, 3)).astype(np.float32)
+    still = data.RandomAffine(rotation=0, zoom=0, shear=0, shift=0, flip=False, seed=1)
+    np.testing.assert_allclose(np.asarray(still(batch, training=True)), batch, atol=1e-3)
+    mirror = data.RandomAffine(rotation=0, zoom=0, shear=0, shift=0, flip=True, seed=1)
+    out = np.asarray(mirror(batch, training=True))
+    flipped = [np.allclose(o, b[:, ::-1], atol=1e-3) for o, b in zip(out, batch)]
+    unchanged = [np.allclose(o, b, atol=1e-3) for o, b in zip(out, batch)]
+    assert all(f or u for f, u in zip(flipped, unchanged)) and 0 < sum(flipped) < 16
+
+
+def test_affine_shift_moves_content_by_the_drawn_amount():
+    image = np.zeros((1, 21, 21, 1), np.float32)
+    image[0, 10, 10, 0] = 1.0  # One bright pixel in the centre.
+    shift = data.RandomAffine(rotation=0, zoom=0, shear=0, shift=0.2, flip=False, seed=3)
+    moved = np.asarray(shift(image, training=True))[0, ..., 0]
+    row, column = np.unravel_index(moved.argmax(), moved.shape)
+    assert (row, column) != (10, 10) and abs(row - 10) <= 5 and abs(column - 10) <= 5

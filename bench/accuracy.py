@@ -1,0 +1,93 @@
+"""Benchmark 4: Test_Set accuracy against wall-clock minutes, training from scratch on the shared photos.
+
+Runs train_cnn.py with each setting, as a user would, and reports: wall time, Test_Set
+accuracy of the saved model as predict.py measures it (`--evaluate`, with its default
+test-time augmentation), peak memory, and the validation accuracy after each epoch
+against minutes since the start, as CSV and as one PNG.
+
+Usage: python bench/accuracy.py [--setting default] [--setting long]
+"""
+
+import argparse
+import csv
+import os
+import tempfile
+
+from common import OUT, ROOT, machine, photos_dir, read_metadata, run_script, table
+
+SETTINGS = {
+    "default": [],  # What `python train_cnn.py` does with no flags.
+    "long": ["--image-size", "128", "--epochs", "60"],  # The documented longer setting.
+}
+
+
+def curve(model_dir, offset_seconds):
+    """(minutes since the script started, validation accuracy) after each epoch, from history.csv."""
+    with open(os.path.join(model_dir, "history.csv"), newline="") as handle:
+        return [
+            ((offset_seconds + float(row["seconds"])) / 60, float(row["val_accuracy"]))
+            for row in csv.DictReader(handle)
+        ]
+
+
+def evaluate(model_dir, data):
+    """Test_Set accuracy of the saved model, measured by predict.py --evaluate."""
+    output = os.path.join(model_dir, "evaluation.csv")
+    _, stdout, _ = run_script("predict.py", "--model-dir", model_dir, "--input", data / "Test_Set", "--evaluate",
+                           "--output", output)  # fmt: skip
+    line = next(line for line in stdout.splitlines() if line.startswith("accuracy: "))
+    return float(line.split()[1])
+
+
+def plot(curves, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves.items():
+        axes.plot(*zip(*points), marker=".", label=name)
+    axes.axhline(0.886, color="gray", linestyle="--", linewidth=1, label="Keras 2 tutorial model, 90 epochs (88.6%)")
+    axes.axhline(0.93, color="gray", linestyle=":", linewidth=1, label="93%")
+    axes.set_xlabel("wall-clock minutes on 2 CPU cores (decoding included)")
+    axes.set_ylabel("validation accuracy (Test_Set, 1000 photos)")
+    axes.set_ylim(0.5, 1.0)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", action="append", choices=sorted(SETTINGS))
+    settings = parser.parse_args().setting or ["default"]
+    data = photos_dir()
+    print(f"Machine: {machine()}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    rows, curves = [], {}
+    for name in settings:
+        with tempfile.TemporaryDirectory() as model_dir:
+            wall, _, peak_mb = run_script("train_cnn.py", "--data-dir", data, "--model-dir", model_dir, *SETTINGS[name])
+            metadata = read_metadata(model_dir)
+            training = metadata["training"]
+            startup = wall - training["seconds"]
+            curves[f"{name}: train_cnn.py {' '.join(SETTINGS[name])}".strip()] = curve(
+                model_dir, startup + training["decode_seconds"]
+            )
+            accuracy = evaluate(model_dir, data)
+        rows.append([name, " ".join(SETTINGS[name]) or "(none)", f"{wall / 60:.1f}", training["epochs_run"],
+                     f"{metadata['validation']['accuracy']:.1%}", f"{accuracy:.1%}", f"{peak_mb:.0f}"])  # fmt: skip
+        with open(OUT / f"accuracy_{name}.csv", "w", newline="") as handle:
+            csv.writer(handle).writerows([("minutes", "val_accuracy"), *curves[list(curves)[-1]]])
+    png = ROOT / "docs" / "accuracy_vs_minutes.png"
+    png.parent.mkdir(exist_ok=True)
+    plot(curves, png)
+    print(table(rows, ["setting", "flags", "wall minutes", "epochs", "Test_Set acc. (training report)",
+                       "Test_Set acc. (predict.py --evaluate)", "peak RSS MB"]))  # fmt: skip
+    print(f"Curve: {png}")
+
+
+if __name__ == "__main__":
+    main()
