@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-long clean
 
 $(VENV)/installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,16 @@ lint: $(VENV)/installed
 test: lint
 	$(PY) -m pytest
 
+# Benchmarks on ../shared/datasets/cats_dogs (about 25 minutes on 2 cores); results in bench/RESULTS.md.
 bench: $(VENV)/installed
-	$(PY) bench/run_all.py
+	$(PY) bench/train_throughput.py
+	$(PY) bench/accuracy.py --setting default
+	$(PY) bench/predict_throughput.py --large
+	$(PY) bench/memory.py
+
+# The documented longer setting (about an hour on 2 cores).
+bench-long: $(VENV)/installed
+	$(PY) bench/accuracy.py --setting long
 
 clean:
 	rm -rf $(VENV) models/* predictions*.csv predictions_* .pytest_cache

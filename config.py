@@ -32,7 +32,7 @@ class TrainConfig:
         low=0,
         high=1024,
     )
-    epochs: int = setting(16, "maximum passes over the training images", low=1, high=10000)
+    epochs: int = setting(14, "maximum passes over the training images", low=1, high=10000)
     batch_size: int = setting(32, "images per training step", low=1, high=4096)
     learning_rate: float = setting(0.002, "peak learning rate of the optimizer", low=1e-7, high=1.0)
     validation_split: float = setting(
@@ -56,7 +56,7 @@ class PredictConfig:
     model: str = setting("", "a model file to use instead of <model-dir>/model.h5")
     input: list = setting(["Dataset/Predict"], "image folders (searched recursively) or image files", nargs="+")
     output: str = setting("predictions.csv", "CSV file the predictions are written to")
-    batch_size: int = setting(64, "images per prediction step", low=1, high=4096)
+    batch_size: int = setting(128, "images per prediction step", low=1, high=4096)
     threshold: float | None = setting(
         None,
         "two classes only: probability from which the second class is chosen (default: the model's, 0.5)",
@@ -66,6 +66,11 @@ class PredictConfig:
     )
     sort_into: str = setting("", "copy each image into <folder>/<label>/ (originals are never moved)")
     evaluate: bool = setting(False, "the input folder has one sub-folder per class: report accuracy")
+    mixed_precision: str = setting(
+        "auto",
+        "compute in bfloat16 on CPUs with AMX/AVX-512 BF16, float16 on GPUs: auto, on or off",
+        choices=["auto", "on", "off"],
+    )
 
 
 def flag_name(field):

@@ -50,6 +50,9 @@ def read_metadata(model_dir):
 
 def machine():
     """One line: CPU model, core count, Python, TensorFlow and Keras versions."""
+    from imgclf import cli
+
+    cli.quiet_tensorflow()
     import keras
     import tensorflow as tf
 

@@ -16,7 +16,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import machine, photos_dir, run_script, table  # noqa: E402
+from common import OUT, machine, photos_dir, run_script, table  # noqa: E402
 
 
 def sample_files(data, count):
@@ -78,10 +78,11 @@ def product(files, model_dir, folder):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", default="models")
+    parser.add_argument("--model-dir", default=str(OUT / "model_default"), help="default: bench/accuracy.py's model")
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--classic-sample", type=int, default=200)
     parser.add_argument("--large", action="store_true", help="also run on 12-megapixel JPEGs")
+    parser.add_argument("--large-count", type=int, default=200, help="how many 12-megapixel JPEGs to make")
     args = parser.parse_args()
     from common import read_metadata
 
@@ -93,20 +94,23 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         sets = [("photos as shared (<=256 px)", files)]
         if args.large:
-            sets.append(("12-megapixel JPEGs", upscale_to_12mp(files, folder)))
+            large = upscale_to_12mp(files[: args.large_count], folder)
+            sets = [("photos as shared (<=256 px)", files[: args.large_count]), *sets]
+            sets.append(("12-megapixel JPEGs (4000x3000)", large))
         small_rate = None
         for name, paths in sets:
             rate, startup, _ = product(paths, args.model_dir, folder)
             floor = decode_floor(paths, size)
             classic = classic_loop(paths, model_file, size, min(args.classic_sample, len(paths)))
             small_rate = small_rate or rate
-            rows.append([name, f"{rate:.0f}", f"{startup:.1f}", f"{classic:.1f}", f"{rate / classic:.0f}x",
+            rows.append([name, len(paths), f"{rate:.0f}", f"{startup:.1f}", f"{classic:.1f}", f"{rate / classic:.0f}x",
                          f"{floor:.0f}", f"{rate / floor:.0%}", f"{small_rate / rate:.2f}"])  # fmt: skip
     print(
         table(
             rows,
             [
                 "input",
+                "files",
                 "predict.py images/s",
                 "start-up s",
                 "(a) classic images/s",

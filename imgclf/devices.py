@@ -38,6 +38,36 @@ def precision_policy(setting):
     return "mixed_bfloat16" if setting == "on" or cpu_has_bfloat16() else "float32"
 
 
+def with_policy(model, policy):
+    """A copy of `model` computing in `policy` ("float32", "mixed_bfloat16", ...), same weights.
+
+    The output layers stay float32 so probabilities keep full precision. Works for
+    any Sequential or functional model, including ones loaded from a file.
+    """
+    outputs = {id(tensor._keras_history.operation) for tensor in model.outputs}
+
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32" if id(layer) in outputs else policy
+        return layer.__class__.from_config(config)
+
+    if all(getattr(layer, "dtype_policy", None) is None or layer.dtype_policy.name == policy for layer in model.layers):
+        return model
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)  # The cloned Input layer takes the global policy.
+    try:
+        copy = keras.models.clone_model(model, clone_function=clone)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def inference_model(model, setting="auto"):
+    """The model that predict.py and training's final evaluation label with: reduced precision where it is fast."""
+    return with_policy(model, precision_policy(setting))
+
+
 def set_policy(policy):
     """Sets the global Keras dtype policy (layers built afterwards use it)."""
     keras.mixed_precision.set_global_policy(policy)

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from imgclf import artifacts, data, folders, report
+from imgclf import artifacts, data, devices, folders, report
 from imgclf.cli import UsageError
 
 
@@ -72,7 +72,7 @@ def predict(config):
         folders.check_writable_folder(config.sort_into, "--sort-into")
 
     started = time.time()
-    model = artifacts.load_model(model_file)
+    model = devices.inference_model(artifacts.load_model(model_file), config.mixed_precision)
     load_seconds = time.time() - started
     rows, chosen_labels, errors = [], [], []
     start = 0

@@ -88,16 +88,6 @@ def predict_labels(model, dataset, num_classes):
     return probabilities, probabilities.argmax(axis=1)
 
 
-def float32_copy(model, config, num_classes):
-    """The same network and weights in plain float32, so the saved model runs on any machine."""
-    if keras.mixed_precision.global_policy().name == "float32":
-        return model
-    devices.set_policy("float32")
-    copy = models.build_model(config.arch, config.image_size, num_classes)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def library_versions():
     """Versions of what the model was made with, for metadata.json."""
     return {
@@ -146,9 +136,10 @@ def train(config):
         # Binary cross-entropy wants float labels shaped like the one sigmoid output.
         labels = split.labels.astype(np.float32)[:, None] if num_classes == 2 else split.labels.astype(np.int32)
         history, model = _fit(config, split, images, labels)
-        # Evaluate the float32 model that is saved, so the report matches what predict.py will give.
-        model = float32_copy(model, config, num_classes)
-        counts = _evaluate(model, config, split, images, labels, history)
+        devices.set_policy("float32")
+        model = devices.with_policy(model, "float32")  # What is saved runs on any machine.
+        # Evaluate as predict.py will label, so the report matches what users get.
+        counts = _evaluate(devices.inference_model(model), config, split, images, labels, history)
     finally:
         devices.set_policy("float32")
         if os.path.exists(cache_file):
