@@ -38,6 +38,18 @@ def evaluate(model_dir, data):
     return float(line.split()[1])
 
 
+def saved_curves():
+    """Every setting's curve written so far (bench/out/accuracy_<setting>.csv), so one plot shows them all."""
+    curves = {}
+    for name, flags in SETTINGS.items():
+        path = OUT / f"accuracy_{name}.csv"
+        if path.exists():
+            with open(path, newline="") as handle:
+                points = [(float(row["minutes"]), float(row["val_accuracy"])) for row in csv.DictReader(handle)]
+            curves[f"{name}: train_cnn.py {' '.join(flags)}".strip()] = points
+    return curves
+
+
 def plot(curves, path):
     import matplotlib
 
@@ -65,24 +77,22 @@ def main():
     data = photos_dir()
     print(f"Machine: {machine()}")
     OUT.mkdir(parents=True, exist_ok=True)
-    rows, curves = [], {}
+    rows = []
     for name in settings:
         model_dir = OUT / f"model_{name}"  # Kept: bench/predict_throughput.py labels with the default one.
         wall, _, peak_mb = run_script("train_cnn.py", "--data-dir", data, "--model-dir", model_dir, *SETTINGS[name])
         metadata = read_metadata(model_dir)
         training = metadata["training"]
         startup = wall - training["seconds"]
-        curves[f"{name}: train_cnn.py {' '.join(SETTINGS[name])}".strip()] = curve(
-            model_dir, startup + training["decode_seconds"]
-        )
+        points = curve(model_dir, startup + training["decode_seconds"])
         accuracy = evaluate(model_dir, data)
         rows.append([name, " ".join(SETTINGS[name]) or "(none)", f"{wall / 60:.1f}", training["epochs_run"],
                      f"{metadata['validation']['accuracy']:.1%}", f"{accuracy:.1%}", f"{peak_mb:.0f}"])  # fmt: skip
         with open(OUT / f"accuracy_{name}.csv", "w", newline="") as handle:
-            csv.writer(handle).writerows([("minutes", "val_accuracy"), *curves[list(curves)[-1]]])
+            csv.writer(handle).writerows([("minutes", "val_accuracy"), *points])
     png = ROOT / "docs" / "accuracy_vs_minutes.png"
     png.parent.mkdir(exist_ok=True)
-    plot(curves, png)
+    plot(saved_curves(), png)
     print(table(rows, ["setting", "flags", "wall minutes", "epochs", "Test_Set acc. (training report)",
                        "Test_Set acc. (predict.py --evaluate)", "peak RSS MB"]))  # fmt: skip
     print(f"Curve: {png}")
