@@ -66,6 +66,8 @@ class PredictConfig:
     )
     sort_into: str = setting("", "copy each image into <folder>/<label>/ (originals are never moved)")
     evaluate: bool = setting(False, "the input folder has one sub-folder per class: report accuracy")
+    ignore_checksum: bool = setting(False, "use a model file even if it changed since training (SHA-256 mismatch)")
+    unsafe_load: bool = setting(False, "allow Lambda layers and non-Keras classes: only for model files you trust")
     mixed_precision: str = setting(
         "auto",
         "compute in bfloat16 on CPUs with AMX/AVX-512 BF16, float16 on GPUs: auto, on or off",

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 
 from imgclf.cli import UsageError
 
@@ -92,14 +93,96 @@ def read_metadata(model_file):
         raise UsageError(f"{path}: unreadable ({error}). Retrain, or restore it from a backup.") from None
 
 
-def load_model(model_file):
-    """Loads a model saved by `save_model` (safe mode on; no optimizer needed for prediction)."""
+def stored_config(model_file):
+    """The architecture a model file declares (its JSON config), read without building anything.
+
+    Raises:
+        UsageError: the file is neither a Keras HDF5 file nor a `.keras` archive, or has no config.
+    """
+    import h5py
+
+    try:
+        if h5py.is_hdf5(model_file):
+            with h5py.File(model_file, "r") as handle:
+                raw = handle.attrs.get("model_config")
+        elif zipfile.is_zipfile(model_file):
+            with zipfile.ZipFile(model_file) as archive:
+                raw = archive.read("config.json")
+        else:
+            raw = None
+        if raw is None:
+            raise ValueError("no model architecture in it")
+        return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise UsageError(f"{model_file}: not a valid model file ({error}).") from None
+
+
+def code_references(config):
+    """Names of the layers or objects in a model config that would run code from outside Keras.
+
+    A Lambda layer carries Python code; any class whose module is not Keras's own
+    would be imported from wherever the file says. Neither is allowed by default.
+    """
+    found = []
+    if isinstance(config, dict):
+        module = config.get("module")
+        if config.get("class_name") == "Lambda":
+            found.append(f"Lambda layer '{config.get('config', {}).get('name', '?')}'")
+        elif isinstance(module, str) and module and module.split(".")[0] not in ("keras", "builtins"):
+            found.append(f"{config.get('class_name')} from module '{module}'")
+        elif str(config.get("registered_name", "")).startswith("Custom>"):
+            found.append(f"custom object '{config['registered_name']}'")
+        for value in config.values():
+            found.extend(code_references(value))
+    elif isinstance(config, list):
+        for value in config:
+            found.extend(code_references(value))
+    return found
+
+
+def check_checksum(model_file, metadata):
+    """Refuses a model file whose SHA-256 differs from the one training wrote into metadata.json."""
+    expected = metadata.get("sha256", {}).get(os.path.basename(model_file))
+    if expected and sha256(model_file) != expected:
+        raise UsageError(
+            f"{model_file}: modified since training (its SHA-256 differs from metadata.json). "
+            "Retrain, or pass --ignore-checksum if you changed it on purpose."
+        )
+
+
+def load_model(model_file, unsafe=False):
+    """Loads a model file for prediction (no optimizer), refusing any code it would run.
+
+    Args:
+        model_file: a `.h5` or `.keras` file.
+        unsafe: allow Lambda layers and classes from outside Keras (only for files you trust).
+    """
     import keras
 
     if not os.path.isfile(model_file):
         raise UsageError(f"{model_file}: model file not found. Train one with train_cnn.py or pass --model.")
+    if not unsafe:
+        references = code_references(stored_config(model_file))
+        if references:
+            raise UsageError(
+                f"{model_file}: refused: it contains code that would run when loaded ({', '.join(references[:3])}). "
+                "Pass --unsafe-load only if you trust where this file came from."
+            )
     try:
-        return keras.models.load_model(model_file, compile=False, safe_mode=True)
+        return keras.models.load_model(model_file, compile=False, safe_mode=not unsafe)
     except Exception as error:  # Keras raises many types for a damaged file; all mean the same to the user.
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise UsageError(f"{model_file}: not a valid model file ({reason}).") from None
+
+
+def check_matches_metadata(model, model_file, metadata):
+    """Refuses a model whose input size or number of outputs disagrees with its metadata.json."""
+    size = metadata.get("image_size")
+    classes = len(metadata.get("class_names", []))
+    input_shape = tuple(model.input_shape[1:3])
+    outputs = model.output_shape[-1]
+    if input_shape != (size, size) or outputs != (1 if classes == 2 else classes):
+        raise UsageError(
+            f"{model_file}: takes {input_shape} images and gives {outputs} output(s), but metadata.json says "
+            f"{size}x{size} and {classes} classes. Keep each model with the metadata.json written with it."
+        )

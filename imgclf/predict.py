@@ -72,7 +72,11 @@ def predict(config):
         folders.check_writable_folder(config.sort_into, "--sort-into")
 
     started = time.time()
-    model = devices.inference_model(artifacts.load_model(model_file), config.mixed_precision)
+    if not config.ignore_checksum:
+        artifacts.check_checksum(model_file, metadata)
+    model = artifacts.load_model(model_file, unsafe=config.unsafe_load)
+    artifacts.check_matches_metadata(model, model_file, metadata)
+    model = devices.inference_model(model, config.mixed_precision)
     load_seconds = time.time() - started
     rows, chosen_labels, errors = [], [], []
     start = 0
