@@ -49,11 +49,17 @@ def scan(config):
     return Split(paths, np.array(labels), class_names, train, validation, source)
 
 
-def drop_unreadable(split, errors, model_dir):
-    """Removes unreadable files from the split and lists them in skipped_files.txt."""
+def drop_unreadable(split, errors, model_dir, strict=False):
+    """Removes unreadable files from the split and lists them in skipped_files.txt (with --strict: fails)."""
     bad = {index for index, _ in errors}
     lines = [f"{split.paths[index]}\t{reason}" for index, reason in errors]
     artifacts.write_text(os.path.join(model_dir, SKIPPED_FILE), "".join(line + "\n" for line in lines))
+    if errors and strict:
+        first_path, first_reason = lines[0].split("\t", 1)
+        raise UsageError(
+            f"{first_path}: {first_reason} ({len(errors)} unreadable file(s) in all, listed in "
+            f"{os.path.join(model_dir, SKIPPED_FILE)}). Fix or remove them, or train without --strict to skip them."
+        )
     if errors:
         print(f"Skipped {len(errors)} unreadable file(s), listed in {os.path.join(model_dir, SKIPPED_FILE)}:")
         for line in lines[:5]:
@@ -131,7 +137,7 @@ def train(config):
         where = "on disk" if isinstance(images, np.memmap) else "in RAM"
         decode_seconds = time.time() - started
         print(f"Cached {images.nbytes / 2**20:.0f} MB of decoded images {where} in {decode_seconds:.0f} s.")
-        split = drop_unreadable(split, errors, config.model_dir)
+        split = drop_unreadable(split, errors, config.model_dir, config.strict)
         devices.set_policy(policy)
         # Binary cross-entropy wants float labels shaped like the one sigmoid output.
         labels = split.labels.astype(np.float32)[:, None] if num_classes == 2 else split.labels.astype(np.int32)

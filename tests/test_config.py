@@ -1,4 +1,5 @@
 import dataclasses
+import pathlib
 
 import pytest
 
@@ -74,3 +75,12 @@ def test_predict_threshold_defaults_to_the_models_and_is_range_checked(capsys):
     with pytest.raises(SystemExit):
         config.parse(config.PredictConfig, "test", ["--threshold", "1.5"])
     assert "`--threshold` must be between 0.0 and 1.0. Received: 1.5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config_class", [config.TrainConfig, config.PredictConfig])
+def test_readme_documents_every_flag(config_class):
+    readme = (pathlib.Path(config.__file__).parent / "README.md").read_text()
+    missing = [
+        config.flag_name(f) for f in dataclasses.fields(config_class) if f"`{config.flag_name(f)}`" not in readme
+    ]
+    assert not missing

@@ -1,6 +1,9 @@
+import io
 import struct
 import zlib
 
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 from PIL import Image
@@ -95,3 +98,20 @@ def test_truncated_jpeg_raises_image_error(tmp_path):
 def test_missing_file_raises_image_error(tmp_path):
     with pytest.raises(images.ImageError, match="not found"):
         images.load_image(tmp_path / "gone.jpg", 16)
+
+
+@hypothesis.settings(
+    max_examples=150, deadline=None, suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture]
+)
+@hypothesis.given(content=st.binary(max_size=2000), cut=st.floats(0, 1))
+def test_any_bytes_give_an_image_or_a_reason(tmp_path, content, cut):
+    """Random bytes, and random truncations of a real JPEG and PNG: 'ok' or ImageError, nothing else."""
+    real = io.BytesIO()
+    Image.effect_noise((40, 30), 40).convert("RGB").save(real, "JPEG" if len(content) % 2 else "PNG")
+    for data in (content, real.getvalue()[: int(len(real.getvalue()) * cut)]):
+        path = tmp_path / "fuzz.jpg"
+        path.write_bytes(data)
+        try:
+            assert images.load_image(path, 16).shape == (16, 16, 3)
+        except images.ImageError as error:
+            assert str(error)

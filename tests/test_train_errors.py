@@ -65,3 +65,11 @@ def test_image_size_below_sixteen(tmp_path):
 def test_image_size_zero_means_the_architectures_own(tmp_path, arch, size):
     assert train.resolve_config(_config(tmp_path, arch=arch, image_size=0)).image_size == size
     assert train.resolve_config(_config(tmp_path, arch=arch, image_size=40)).image_size == 40
+
+
+def test_strict_refuses_unreadable_files_and_lists_them(tmp_path):
+    write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats", "dogs"], per_class=3)
+    (tmp_path / "Dataset" / "Training_Set" / "dogs" / "empty.jpg").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"dogs/empty\.jpg: not an image .*\(1 unreadable file\(s\) in all, listed in"):
+        train.train(_config(tmp_path, image_size=32, strict=True))
+    assert "empty.jpg\t" in (tmp_path / "models" / "skipped_files.txt").read_text()
