@@ -65,20 +65,29 @@ def sha256(path):
 
 
 def save_model(model, model_dir, metadata):
-    """Writes model.h5, model.weights.h5 and metadata.json (with both files' SHA-256) into `model_dir`."""
+    """Writes model.h5, model.weights.h5 and metadata.json (with both files' SHA-256) into `model_dir`.
+
+    All three are written to temporary files first and renamed into place only
+    once every one of them is complete, so a failure leaves the old set intact.
+    """
     hashes = {}
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)  # Keras warns that HDF5 is "legacy"; model.h5 is what users expect.
     try:
-        save_model_file = functools.partial(model.save, include_optimizer=False)  # predict needs no optimizer
-        for name, save in ((MODEL_FILE, save_model_file), (WEIGHTS_FILE, model.save_weights)):
-            with atomic_path(os.path.join(model_dir, name)) as temporary:
+        with contextlib.ExitStack() as stack:
+            for name, save in (
+                (MODEL_FILE, functools.partial(model.save, include_optimizer=False)),  # predict needs no optimizer
+                (WEIGHTS_FILE, model.save_weights),
+            ):
+                temporary = stack.enter_context(atomic_path(os.path.join(model_dir, name)))
                 save(temporary)
                 hashes[name] = sha256(temporary)
+            temporary = stack.enter_context(atomic_path(os.path.join(model_dir, METADATA_FILE)))
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps({**metadata, "sha256": hashes}, indent=2) + "\n")
     finally:
         absl_logger.setLevel(level)
-    write_text(os.path.join(model_dir, METADATA_FILE), json.dumps({**metadata, "sha256": hashes}, indent=2) + "\n")
 
 
 def read_metadata(model_file):
