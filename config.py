@@ -45,6 +45,7 @@ class TrainConfig:
         "bfloat16 on CPUs with AMX/AVX-512 BF16, float16 on GPUs: auto, on or off",
         choices=["auto", "on", "off"],
     )
+    resume: bool = setting(False, "continue the run interrupted in --model-dir (Ctrl-C) with its own settings")
     strict: bool = setting(False, "stop with an error when any file cannot be read, instead of skipping it")
     cache_mb: int = setting(
         1024, "decoded images are kept in RAM up to this many MB, beyond it in a file in --model-dir", low=0

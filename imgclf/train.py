@@ -1,8 +1,11 @@
 """Training, from class folders to a saved model and its reports."""
 
+import csv
 import dataclasses
+import json
 import os
 import platform
+import shutil
 import sys
 import time
 
@@ -15,6 +18,7 @@ from imgclf import artifacts, data, devices, folders, models, report
 from imgclf.cli import UsageError
 
 SKIPPED_FILE = "skipped_files.txt"
+CHECKPOINTS = "checkpoints"
 
 
 @dataclasses.dataclass
@@ -119,6 +123,7 @@ def train(config):
     """Trains `config.arch` on `config.data_dir` and writes the model and its reports to `config.model_dir`."""
     config = resolve_config(config)
     folders.check_writable_folder(config.model_dir, "--model-dir")
+    config = prepare_checkpoints(config)
     started = time.time()
     keras.utils.set_random_seed(config.seed)
 
@@ -184,13 +189,71 @@ def train(config):
 
 
 class ElapsedTime(keras.callbacks.Callback):
-    """Adds `seconds` since the start of training to each epoch's logs (and so to history.csv)."""
+    """Adds `seconds` of training so far to each epoch's logs (and so to history.csv)."""
+
+    def __init__(self, earlier_seconds=0.0):
+        super().__init__()
+        self.earlier_seconds = earlier_seconds
 
     def on_train_begin(self, logs=None):
-        self.started = time.time()
+        self.started = time.time() - self.earlier_seconds
 
     def on_epoch_end(self, epoch, logs=None):
         logs["seconds"] = round(time.time() - self.started, 2)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping that, on --resume, starts from the best epoch reached before the interruption.
+
+    Without this a resumed run would forget the earlier best weights and could end
+    by saving a worse model than the interrupted run already had.
+    """
+
+    def __init__(self, earlier, best_weights_path, **kwargs):
+        super().__init__(monitor="val_loss", restore_best_weights=True, **kwargs)
+        self.earlier, self.best_weights_path = earlier, best_weights_path
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if not self.earlier:
+            return
+        current = self.model.get_weights()
+        self.model.load_weights(self.best_weights_path)
+        self.best_weights = self.model.get_weights()
+        self.model.set_weights(current)  # BackupAndRestore, after this, restores the latest state.
+        losses = self.earlier["val_loss"]
+        self.best_epoch = int(np.argmin(losses))
+        self.best = losses[self.best_epoch]
+        self.wait = len(losses) - 1 - self.best_epoch
+
+
+def read_history(path):
+    """history.csv as {column: [value per epoch]}."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def prepare_checkpoints(config):
+    """Fresh run: clears an interrupted run's state. --resume: returns that run's configuration."""
+    checkpoint_dir = os.path.join(config.model_dir, CHECKPOINTS)
+    backup = os.path.join(checkpoint_dir, "backup")
+    saved = os.path.join(checkpoint_dir, "run.json")
+    if config.resume:
+        if not (os.path.isdir(backup) and os.path.isfile(saved)):
+            raise UsageError(
+                f"--resume: no interrupted run in {checkpoint_dir} to continue. Run without --resume to start one."
+            )
+        with open(saved, encoding="utf-8") as handle:
+            resumed = dataclasses.replace(config, **{**json.load(handle), "resume": True})
+        print(f"Resuming the interrupted run in {checkpoint_dir} with its own settings.")
+        return resumed
+    if os.path.isdir(backup):
+        print(f"Starting over: {checkpoint_dir} held an interrupted run (--resume would have continued it).")
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    os.makedirs(checkpoint_dir)
+    artifacts.write_text(saved, json.dumps(dataclasses.asdict(config), indent=2))
+    return config
 
 
 def _fit(config, split, images, labels):
@@ -210,23 +273,24 @@ def _fit(config, split, images, labels):
     steps_per_epoch = int(np.ceil(len(split.train) / config.batch_size))
     compile_model(model, num_classes, config.learning_rate, steps_per_epoch * config.epochs, steps_per_epoch)
 
-    checkpoint_dir = os.path.join(config.model_dir, "checkpoints")
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    history_path = os.path.join(config.model_dir, "history.csv")
-    with artifacts.atomic_path(history_path) as history_temporary:
-        callbacks = [
-            ElapsedTime(),  # First, so that the callbacks after it log the time too.
-            keras.callbacks.ModelCheckpoint(
-                os.path.join(checkpoint_dir, "best.weights.h5"),
-                monitor="val_loss",
-                save_best_only=True,
-                save_weights_only=True,
-            ),
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True),
-            keras.callbacks.CSVLogger(history_temporary),
-            keras.callbacks.TensorBoard(log_dir=os.path.join(config.model_dir, "logs")),
-        ]
-        fit = model.fit(
+    checkpoint_dir = os.path.join(config.model_dir, CHECKPOINTS)
+    partial_history = os.path.join(checkpoint_dir, "history.csv")
+    earlier = read_history(partial_history) if config.resume else {}
+    best_weights = os.path.join(checkpoint_dir, "best.weights.h5")
+    callbacks = [
+        ElapsedTime(earlier.get("seconds", [0.0])[-1]),  # First, so the callbacks after it log the time too.
+        keras.callbacks.ModelCheckpoint(
+            best_weights, monitor="val_loss", save_best_only=True, save_weights_only=True,
+            initial_value_threshold=min(earlier["val_loss"]) if earlier else None,
+        ),
+        ResumableEarlyStopping(earlier, best_weights, patience=config.patience),
+        # Saves weights, optimizer state and epoch after every epoch; removed when training completes.
+        keras.callbacks.BackupAndRestore(os.path.join(checkpoint_dir, "backup"), double_checkpoint=True),
+        keras.callbacks.CSVLogger(partial_history, append=config.resume),
+        keras.callbacks.TensorBoard(log_dir=os.path.join(config.model_dir, "logs")),
+    ]  # fmt: skip
+    try:
+        model.fit(
             train_batches,
             validation_data=validation_batches,
             epochs=config.epochs,
@@ -234,7 +298,17 @@ def _fit(config, split, images, labels):
             shuffle=False,
             verbose=1 if sys.stdout.isatty() else 2,
         )
-    return fit.history, model
+    except KeyboardInterrupt:
+        print(
+            f"\nTraining interrupted; the last complete epoch is saved in {checkpoint_dir}. Continue with: "
+            f"python train_cnn.py --resume --model-dir {config.model_dir}",
+            file=sys.stderr,
+        )
+        raise
+    history = read_history(partial_history)
+    with open(partial_history, encoding="utf-8") as handle:
+        artifacts.write_text(os.path.join(config.model_dir, "history.csv"), handle.read())
+    return history, model
 
 
 def _evaluate(model, config, split, images, labels, history):

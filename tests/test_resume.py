@@ -1,0 +1,70 @@
+"""Ctrl-C during training, then --resume: same final epoch count, nothing better forgotten."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from conftest import ROOT, write_class_tree
+
+from imgclf import train
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_finishes_the_same_run(tmp_path):
+    data_dir, model_dir = tmp_path / "Dataset", tmp_path / "models"
+    write_class_tree(data_dir / "Training_Set", ["cats", "dogs"], per_class=40)
+    args = [sys.executable, str(ROOT / "train_cnn.py"), "--data-dir", str(data_dir), "--model-dir", str(model_dir),
+            "--epochs", "6", "--image-size", "32", "--batch-size", "8"]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = model_dir / "checkpoints" / "history.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)  # What Ctrl-C sends.
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "python train_cnn.py --resume --model-dir" in stderr and "Traceback" not in stderr
+    assert not (model_dir / "model.h5").exists()
+    done_before = len(partial.read_text().splitlines()) - 1
+    assert 2 <= done_before < 6
+
+    result = subprocess.run([*args[:2], "--resume", "--model-dir", str(model_dir)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Resuming the interrupted run" in result.stdout
+    history = train.read_history(model_dir / "history.csv")
+    assert history["epoch"] == [0, 1, 2, 3, 4, 5]  # Continued, not restarted, and to the same final count.
+    assert history["seconds"] == sorted(history["seconds"])
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    assert metadata["training"]["epochs_run"] == 6
+    assert not (model_dir / "checkpoints" / "backup").exists()
+
+
+def test_resume_without_an_interrupted_run_is_refused(tmp_path):
+    import config
+
+    settings = config.TrainConfig(data_dir=str(tmp_path), model_dir=str(tmp_path / "m"), resume=True)
+    with pytest.raises(train.UsageError, match=r"--resume: no interrupted run in .* Run without --resume"):
+        train.train(settings)
+
+
+def test_resumed_early_stopping_keeps_the_earlier_best_weights(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    best = [np.full((3, 1), 0.123, np.float32), np.full((1,), 0.5, np.float32)]
+    model.set_weights(best)
+    model.save_weights(tmp_path / "best.weights.h5")
+    model.set_weights([np.zeros((3, 1), np.float32), np.zeros((1,), np.float32)])
+    x, y = np.random.default_rng(0).normal(size=(32, 3)), np.random.default_rng(1).integers(0, 2, (32, 1))
+    # The interrupted run had reached val_loss 0.01: nothing now can beat it.
+    earlier = {"val_loss": [0.3, 0.01, 0.2], "seconds": [1.0, 2.0, 3.0]}
+    stopper = train.ResumableEarlyStopping(earlier, str(tmp_path / "best.weights.h5"), patience=5)
+    model.fit(x, y, validation_data=(x, y), epochs=2, callbacks=[stopper], verbose=0)
+    for restored, expected in zip(model.get_weights(), best):
+        np.testing.assert_allclose(restored, expected)
+    assert stopper.best == 0.01
