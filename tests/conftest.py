@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -37,19 +36,6 @@ def write_class_tree(root, class_names, per_class, size=40, start_seed=0):
             class_image(label, start_seed + 1000 * label + i, size).save(path)
             paths.append(str(path))
     return paths
-
-
-@pytest.fixture
-def dataset(tmp_path):
-    """A Dataset-style folder: Training_Set and Test_Set with two classes, and a Predict folder."""
-    data_dir = tmp_path / "Dataset"
-    write_class_tree(data_dir / "Training_Set", ["cats", "dogs"], per_class=24)
-    write_class_tree(data_dir / "Test_Set", ["cats", "dogs"], per_class=8, start_seed=500)
-    predict_dir = data_dir / "Predict"
-    predict_dir.mkdir()
-    for i in range(6):
-        class_image(i % 2, 900 + i).save(predict_dir / f"photo {i}.jpg")
-    return data_dir
 
 
 def run_script(script, *args, cwd=None, timeout=300):
