@@ -123,11 +123,12 @@ def train(config):
     """Trains `config.arch` on `config.data_dir` and writes the model and its reports to `config.model_dir`."""
     config = resolve_config(config)
     folders.check_writable_folder(config.model_dir, "--model-dir")
-    config = prepare_checkpoints(config)
+    config = resumed_config(config)
     started = time.time()
     keras.utils.set_random_seed(config.seed)
 
     split = scan(config)
+    start_checkpoints(config)  # Only once the data is known to be there: never lose a resumable run to a typo.
     num_classes = len(split.class_names)
     policy = devices.precision_policy(config.mixed_precision)
     print(f"Training on {devices.describe()}, {policy} arithmetic.")
@@ -234,26 +235,32 @@ def read_history(path):
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
-def prepare_checkpoints(config):
-    """Fresh run: clears an interrupted run's state. --resume: returns that run's configuration."""
+def resumed_config(config):
+    """With --resume, the settings of the interrupted run in --model-dir (else `config` as it is)."""
+    if not config.resume:
+        return config
     checkpoint_dir = os.path.join(config.model_dir, CHECKPOINTS)
-    backup = os.path.join(checkpoint_dir, "backup")
     saved = os.path.join(checkpoint_dir, "run.json")
+    if not (os.path.isdir(os.path.join(checkpoint_dir, "backup")) and os.path.isfile(saved)):
+        raise UsageError(
+            f"--resume: no interrupted run in {checkpoint_dir} to continue. Run without --resume to start one."
+        )
+    with open(saved, encoding="utf-8") as handle:
+        resumed = dataclasses.replace(config, **{**json.load(handle), "resume": True})
+    print(f"Resuming the interrupted run in {checkpoint_dir} with its own settings.")
+    return resumed
+
+
+def start_checkpoints(config):
+    """A fresh run (not --resume) clears an earlier run's state and records its own settings."""
     if config.resume:
-        if not (os.path.isdir(backup) and os.path.isfile(saved)):
-            raise UsageError(
-                f"--resume: no interrupted run in {checkpoint_dir} to continue. Run without --resume to start one."
-            )
-        with open(saved, encoding="utf-8") as handle:
-            resumed = dataclasses.replace(config, **{**json.load(handle), "resume": True})
-        print(f"Resuming the interrupted run in {checkpoint_dir} with its own settings.")
-        return resumed
-    if os.path.isdir(backup):
+        return
+    checkpoint_dir = os.path.join(config.model_dir, CHECKPOINTS)
+    if os.path.isdir(os.path.join(checkpoint_dir, "backup")):
         print(f"Starting over: {checkpoint_dir} held an interrupted run (--resume would have continued it).")
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     os.makedirs(checkpoint_dir)
-    artifacts.write_text(saved, json.dumps(dataclasses.asdict(config), indent=2))
-    return config
+    artifacts.write_text(os.path.join(checkpoint_dir, "run.json"), json.dumps(dataclasses.asdict(config), indent=2))
 
 
 def _fit(config, split, images, labels):

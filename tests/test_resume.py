@@ -68,3 +68,15 @@ def test_resumed_early_stopping_keeps_the_earlier_best_weights(tmp_path):
     for restored, expected in zip(model.get_weights(), best):
         np.testing.assert_allclose(restored, expected)
     assert stopper.best == 0.01
+
+
+def test_a_failing_fresh_run_keeps_an_interrupted_runs_state(tmp_path):
+    import config
+
+    backup = tmp_path / "m" / "checkpoints" / "backup"
+    backup.mkdir(parents=True)
+    (backup / "latest.weights.h5").write_bytes(b"state of epoch 7")
+    settings = config.TrainConfig(data_dir=str(tmp_path / "typo"), model_dir=str(tmp_path / "m"))
+    with pytest.raises(train.UsageError, match="Training_Set: folder not found"):
+        train.train(settings)
+    assert (backup / "latest.weights.h5").read_bytes() == b"state of epoch 7"
