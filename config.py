@@ -68,6 +68,15 @@ class PredictConfig:
     )
     sort_into: str = setting("", "copy each image into <folder>/<label>/ (originals are never moved)")
     evaluate: bool = setting(False, "the input folder has one sub-folder per class: report accuracy")
+    weights: str = setting("", "Keras 2 models: the weights .h5 that goes with an architecture .json given as --model")
+    classes: str = setting("", "Keras 2 models (no metadata.json): class names in index order, e.g. Cats,Dogs")
+    resize: str = setting(
+        "",
+        "Keras 2 models: how images are resized to the input size (default nearest, as the tutorials did)",
+        choices=["", "nearest", "bilinear"],
+    )
+    rescale: float = setting(1 / 255, "Keras 2 models: factor the pixel values (0-255) are multiplied by", low=0.0)
+    convert: str = setting("", "write the --model (e.g. a Keras 2 file) in today's format into this folder, and stop")
     ignore_checksum: bool = setting(False, "use a model file even if it changed since training (SHA-256 mismatch)")
     unsafe_load: bool = setting(False, "allow Lambda layers and non-Keras classes: only for model files you trust")
     mixed_precision: str = setting(

@@ -16,7 +16,7 @@ from imgclf import images as image_io
 from imgclf.cli import UsageError
 
 
-def decode_dataset(paths, image_size, batch_size):
+def decode_dataset(paths, image_size, batch_size, resize="bilinear"):
     """Batches of `(images, errors)` for `paths`, in order, decoded in parallel.
 
     `images` is uint8 `(batch, size, size, 3)`; `errors[i]` is an empty string
@@ -31,7 +31,7 @@ def decode_dataset(paths, image_size, batch_size):
         errors = np.full(len(batch_paths), b"", dtype=object)
         for i, path in enumerate(batch_paths):
             try:
-                pixels[i] = image_io.load_image(os.fsdecode(path), image_size)
+                pixels[i] = image_io.load_image(os.fsdecode(path), image_size, resize)
             except image_io.ImageError as error:
                 errors[i] = str(error).encode()
         return pixels, errors

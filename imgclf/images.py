@@ -18,13 +18,16 @@ class ImageError(Exception):
     """A file that cannot be used as an image; the message says why."""
 
 
-def load_image(path, size):
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+
+
+def load_image(path, size, resize="bilinear"):
     """Decodes `path` into a `(size, size, 3)` uint8 RGB array.
 
     Phone photos are turned upright from their EXIF orientation, grayscale,
     palette, CMYK, 16-bit and transparent images become plain RGB (transparent
-    areas on white), and the image is resized to a square with bilinear
-    filtering. Large JPEGs are decoded directly at a reduced scale (DCT scaling).
+    areas on white), and the image is resized to a square (`resize`: "bilinear",
+    or "nearest" as the Keras 2 tutorials did). Large JPEGs are decoded directly at a reduced scale (DCT scaling).
 
     Raises:
         ImageError: the file is missing, not an image, damaged or too large.
@@ -41,7 +44,7 @@ def load_image(path, size):
                 image.draft("RGB", (size, size))
                 image = ImageOps.exif_transpose(image)
                 image = _to_rgb(image)
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
+                image = image.resize((size, size), RESAMPLING[resize])
                 return np.asarray(image, dtype=np.uint8)
     except ImageError:
         raise

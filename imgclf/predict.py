@@ -8,17 +8,41 @@ import time
 
 import numpy as np
 
-from imgclf import artifacts, data, devices, folders, report
+from imgclf import artifacts, data, devices, folders, legacy, report
 from imgclf.cli import UsageError
 
 
-def resolve_model(config):
-    """The model file to load and its metadata (class names, image size, threshold)."""
+def load_for_prediction(config):
+    """The model to label with and its metadata (class names, image size, resize, threshold).
+
+    A model trained here comes with metadata.json, which is checked against it; a
+    Keras 2 file is rebuilt by `legacy` and described by --classes, --resize, --rescale.
+    """
     model_file = config.model or os.path.join(config.model_dir, artifacts.MODEL_FILE)
     if not os.path.isfile(model_file):
         flag = "--model" if config.model else "--model-dir"
         raise UsageError(f"{flag}: {model_file} not found. Train a model first: python train_cnn.py")
-    return model_file, artifacts.read_metadata(model_file)
+    if legacy.is_legacy_file(model_file):
+        model = legacy.load(model_file, config.weights or None, config.rescale)
+        classes = [name.strip() for name in config.classes.split(",")] if config.classes else None
+        return model, legacy.metadata_for(model, classes, model_file, config.resize or "nearest"), model_file
+    if config.classes or config.weights:
+        flag = "--classes" if config.classes else "--weights"
+        raise UsageError(f"{flag} is only for Keras 2 model files; {model_file} has its metadata.json.")
+    metadata = artifacts.read_metadata(model_file)
+    if not config.ignore_checksum:
+        artifacts.check_checksum(model_file, metadata)
+    model = artifacts.load_model(model_file, unsafe=config.unsafe_load)
+    artifacts.check_matches_metadata(model, model_file, metadata)
+    return model, metadata, model_file
+
+
+def convert(model, metadata, model_file, folder):
+    """Writes `model` in today's format (model.h5, model.weights.h5, metadata.json) into `folder`."""
+    folders.check_writable_folder(folder, "--convert")
+    artifacts.save_model(model, folder, {**metadata, "converted_from": os.path.abspath(model_file)})
+    print(f"Converted {model_file} into {folder}/. Use it with: python predict.py --model-dir {folder}")
+    return 0
 
 
 def label_rows(outputs, num_classes, threshold):
@@ -56,7 +80,12 @@ def predictions_csv(rows, class_names):
 
 def predict(config):
     """Labels every input file; returns exit status 0 (all labeled) or 1 (some unreadable)."""
-    model_file, metadata = resolve_model(config)
+    started = time.time()
+    model, metadata, model_file = load_for_prediction(config)
+    if config.convert:
+        return convert(model, metadata, model_file, config.convert)
+    model = devices.inference_model(model, config.mixed_precision)
+    load_seconds = time.time() - started
     class_names = metadata["class_names"]
     threshold = metadata.get("threshold", 0.5) if config.threshold is None else config.threshold
     true_labels = None
@@ -71,16 +100,11 @@ def predict(config):
     if config.sort_into:
         folders.check_writable_folder(config.sort_into, "--sort-into")
 
-    started = time.time()
-    if not config.ignore_checksum:
-        artifacts.check_checksum(model_file, metadata)
-    model = artifacts.load_model(model_file, unsafe=config.unsafe_load)
-    artifacts.check_matches_metadata(model, model_file, metadata)
-    model = devices.inference_model(model, config.mixed_precision)
-    load_seconds = time.time() - started
     rows, chosen_labels, errors = [], [], []
     start = 0
-    for images, batch_errors in data.decode_dataset(paths, metadata["image_size"], config.batch_size):
+    for images, batch_errors in data.decode_dataset(
+        paths, metadata["image_size"], config.batch_size, metadata.get("resize", "bilinear")
+    ):
         batch_paths = paths[start : start + len(batch_errors)]
         start += len(batch_errors)
         reasons = [error.decode() for error in batch_errors.numpy()]

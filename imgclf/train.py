@@ -161,6 +161,7 @@ def train(config):
         "class_names": split.class_names,
         "image_size": config.image_size,
         "color_mode": "rgb",
+        "resize": "bilinear",
         "preprocessing": "EXIF-upright, RGB, bilinear resize to a square; the model rescales 0-255 itself",
         "architecture": config.arch,
         "trained_with": policy,
