@@ -20,7 +20,12 @@ def test_ctrl_c_then_resume_finishes_the_same_run(tmp_path):
     write_class_tree(data_dir / "Training_Set", ["cats", "dogs"], per_class=40)
     args = [sys.executable, str(ROOT / "train_cnn.py"), "--data-dir", str(data_dir), "--model-dir", str(model_dir),
             "--epochs", "6", "--image-size", "32", "--batch-size", "8"]  # fmt: skip
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell that starts jobs in the background (as CI may) leaves SIGINT ignored in them, and an
+    # ignored SIGINT is inherited; restore what a terminal gives, so Ctrl-C reaches Python.
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     partial = model_dir / "checkpoints" / "history.csv"
     deadline = time.time() + 120
     while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 3):
