@@ -14,7 +14,7 @@ import numpy as np
 import PIL
 import tensorflow as tf
 
-from imgclf import artifacts, data, devices, folders, models, report
+from imgclf import artifacts, data, devices, folders, models, predict, report
 from imgclf.cli import UsageError
 
 SKIPPED_FILE = "skipped_files.txt"
@@ -88,14 +88,6 @@ def compile_model(model, num_classes, learning_rate, total_steps, warmup_steps):
     )
     loss = "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
-
-
-def predict_labels(model, dataset, num_classes):
-    """Class probabilities and predicted class indices for every image of `dataset`."""
-    probabilities = model.predict(dataset, verbose=0)
-    if num_classes == 2:
-        return probabilities, (probabilities[:, 0] >= 0.5).astype(np.int64)
-    return probabilities, probabilities.argmax(axis=1)
 
 
 def library_versions():
@@ -323,7 +315,8 @@ def _evaluate(model, config, split, images, labels, history):
     """Labels the validation images, writes report.txt and both plots; returns the confusion matrix."""
     num_classes = len(split.class_names)
     validation_batches = data.batches(images, labels, split.validation, config.batch_size)
-    _, predicted = predict_labels(model, validation_batches, num_classes)
+    # The same labelling rule as predict.py, at the model's threshold.
+    predicted, _ = predict.label_rows(model.predict(validation_batches, verbose=0), num_classes, 0.5)
     counts = report.confusion_matrix(split.labels[split.validation], predicted, num_classes)
     text = report.text_report(counts, split.class_names)
     artifacts.write_text(os.path.join(config.model_dir, "report.txt"), text)
