@@ -33,7 +33,9 @@ class TrainConfig:
         high=1024,
     )
     epochs: int = setting(14, "maximum passes over the training images", low=1, high=10000)
-    batch_size: int = setting(32, "images per training step", low=1, high=4096)
+    batch_size: int = setting(
+        32, "images per training step on each device (the learning rate follows, see README)", low=1, high=4096
+    )
     learning_rate: float = setting(0.002, "peak learning rate of the optimizer", low=1e-7, high=1.0)
     validation_split: float = setting(
         0.2, "share of Training_Set held out for validation when there is no Test_Set", low=0.01, high=0.9
@@ -44,6 +46,23 @@ class TrainConfig:
         "auto",
         "bfloat16 on CPUs with AMX/AVX-512 BF16, float16 on GPUs: auto, on or off",
         choices=["auto", "on", "off"],
+    )
+    jit: str = setting(
+        "auto",
+        "compile training steps with XLA: auto (on GPUs, where it is faster), on or off",
+        choices=["auto", "on", "off"],
+    )
+    strategy: str = setting(
+        "auto",
+        "devices to train on: auto (multi-worker with a cluster, mirrored with several GPUs, else one), "
+        "one, mirrored (every local GPU) or multi-worker",
+        choices=["auto", "one", "mirrored", "multi-worker"],
+    )
+    workers: str = setting(
+        "", "multi-worker: every worker's host:port, comma-separated, the chief first (default: read TF_CONFIG)"
+    )
+    worker_index: int = setting(
+        0, "multi-worker with --workers: this machine's position in that list (0: chief)", low=0
     )
     resume: bool = setting(False, "continue the run interrupted in --model-dir (Ctrl-C) with its own settings")
     strict: bool = setting(False, "stop with an error when any file cannot be read, instead of skipping it")

@@ -134,12 +134,15 @@ def make_augmentation(seed):
     return RandomAffine(seed=seed, name="augmentation")
 
 
-def batches(images, labels, indices, batch_size, *, shuffle_seed=None, augmentation=None):
+def batches(
+    images, labels, indices, batch_size, *, shuffle_seed=None, augmentation=None, shard=(1, 0), drop_remainder=False
+):
     """A dataset of `(float32 images, labels)` batches of the cached `images[indices]`.
 
     Shuffling (when `shuffle_seed` is given) reorders only the indices, so the
     images are never copied into a shuffle buffer; the batch is gathered from
-    the cache (RAM or memory map) as it is needed.
+    the cache (RAM or memory map) as it is needed. `shard=(count, index)` keeps
+    every count-th index of each epoch's order, starting at `index`.
     """
     labels = np.asarray(labels)
     label_dtype = labels.dtype
@@ -157,10 +160,59 @@ def batches(images, labels, indices, batch_size, *, shuffle_seed=None, augmentat
     dataset = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
     if shuffle_seed is not None:
         dataset = dataset.shuffle(len(indices), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(gather_tensor, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.shard(*shard).batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(gather_tensor, num_parallel_calls=tf.data.AUTOTUNE)
     if augmentation is not None:
         dataset = dataset.map(lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def replica_batches(strategy, images, labels, indices, batch_size, *, seed=None, what="training"):
+    """`batches` for every replica of a tf.distribute `strategy`: `batch_size` images each per step.
+
+    With one replica this is `batches` itself. With several, each worker's input
+    pipeline shuffles the indices in the same seeded order and keeps its own share
+    (`shard`), so the workers read disjoint images, and its augmentation draws
+    from its own seed. Every replica gets a full batch at every step (Keras 3
+    fails on a replica's empty batch): the images after the last whole global
+    batch, fewer than `batch_size * replicas`, wait for the next epoch's order
+    (training), or are left out of the per-epoch validation scores (validation;
+    training's final report still labels every validation image).
+
+    Args:
+        seed: shuffle and augment (training); None keeps the order (validation).
+    """
+    replicas = strategy.num_replicas_in_sync
+    augment = seed is not None
+    if replicas == 1:
+        augmentation = make_augmentation(seed) if augment else None
+        return batches(images, labels, indices, batch_size, shuffle_seed=seed, augmentation=augmentation)
+    if not augment:  # Validation: a fixed random order, so the images left out are a random few, not one class.
+        indices = np.random.default_rng(0).permutation(indices)
+    steps = len(indices) // (batch_size * replicas)
+    if steps == 0:
+        raise UsageError(
+            f"`--batch-size` {batch_size} on each of {replicas} devices needs at least {batch_size * replicas} "
+            f"{what} images; there are {len(indices)}. Lower --batch-size or add images."
+        )
+
+    def pipeline(context):
+        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
+        shard = (context.num_input_pipelines, context.input_pipeline_id)
+        augmentation = make_augmentation(seed + context.input_pipeline_id) if augment else None
+        dataset = batches(
+            images,
+            labels,
+            indices,
+            batch_size,
+            shuffle_seed=seed,
+            augmentation=augmentation,
+            shard=shard,
+            drop_remainder=True,
+        )
+        return dataset.take(steps * local_replicas)
+
+    return strategy.distribute_datasets_from_function(pipeline)
 
 
 def stratified_split(labels, fraction, seed):

@@ -1,5 +1,8 @@
 """Which devices and number formats training uses."""
 
+import os
+import shutil
+
 import keras
 import tensorflow as tf
 
@@ -38,11 +41,13 @@ def precision_policy(setting):
     return "mixed_bfloat16" if setting == "on" or cpu_has_bfloat16() else "float32"
 
 
-def with_policy(model, policy):
+def with_policy(model, policy, copy=False):
     """A copy of `model` computing in `policy` ("float32", "mixed_bfloat16", ...), same weights.
 
     The output layers stay float32 so probabilities keep full precision. Works for
-    any Sequential or functional model, including ones loaded from a file.
+    any Sequential or functional model, including ones loaded from a file. Returns
+    `model` itself when it already computes in `policy`, unless `copy` (a copy made
+    here also leaves behind the distribution strategy the model was built under).
     """
     outputs = {id(tensor._keras_history.operation) for tensor in model.outputs}
 
@@ -51,7 +56,9 @@ def with_policy(model, policy):
         config["dtype"] = "float32" if id(layer) in outputs else policy
         return layer.__class__.from_config(config)
 
-    if all(getattr(layer, "dtype_policy", None) is None or layer.dtype_policy.name == policy for layer in model.layers):
+    if not copy and all(
+        getattr(layer, "dtype_policy", None) is None or layer.dtype_policy.name == policy for layer in model.layers
+    ):
         return model
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)  # The cloned Input layer takes the global policy.
@@ -71,6 +78,29 @@ def inference_model(model, setting="auto"):
 def set_policy(policy):
     """Sets the global Keras dtype policy (layers built afterwards use it)."""
     keras.mixed_precision.set_global_policy(policy)
+
+
+def gpu_warnings(visible_gpus, nvidia_driver, built_with_cuda):
+    """Why an NVIDIA GPU that is present goes unused, and the fix; [] when there is nothing to say."""
+    if visible_gpus or not nvidia_driver:
+        return []
+    if not built_with_cuda:
+        return [
+            "warning: this machine has an NVIDIA GPU, but the installed TensorFlow is a CPU-only build, so "
+            "training runs on the CPU. Fix: pip uninstall -y tensorflow-cpu && "
+            "pip install 'tensorflow[and-cuda]==2.21.*' (README, Training on GPUs)."
+        ]
+    return [
+        "warning: this machine has an NVIDIA GPU, but TensorFlow cannot load the CUDA libraries or driver "
+        "it needs, so training runs on the CPU. Fix: pip install 'tensorflow[and-cuda]==2.21.*' in this "
+        "environment, and check that `nvidia-smi` works (README, Training on GPUs)."
+    ]
+
+
+def unusable_gpu_warnings():
+    """`gpu_warnings` for this machine: the NVIDIA driver's files, and TensorFlow's own view of the GPUs."""
+    driver = os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
+    return gpu_warnings(tf.config.list_physical_devices("GPU"), driver, tf.test.is_built_with_cuda())
 
 
 def describe():

@@ -8,17 +8,19 @@ import platform
 import shutil
 import sys
 import time
+import warnings
 
 import keras
 import numpy as np
 import PIL
 import tensorflow as tf
 
-from imgclf import artifacts, data, devices, folders, models, predict, report
+from imgclf import artifacts, data, devices, distribute, folders, models, predict, report
 from imgclf.cli import UsageError
 
 SKIPPED_FILE = "skipped_files.txt"
 CHECKPOINTS = "checkpoints"
+PLACEMENT = ("strategy", "workers", "worker_index")
 
 
 @dataclasses.dataclass
@@ -78,8 +80,11 @@ def drop_unreadable(split, errors, model_dir, strict=False):
     return dataclasses.replace(split, train=train, validation=validation)
 
 
-def compile_model(model, num_classes, learning_rate, total_steps, warmup_steps):
-    """Adam with a linear warm-up then cosine decay; binary or sparse categorical cross-entropy."""
+def compile_model(model, num_classes, learning_rate, total_steps, warmup_steps, jit="auto"):
+    """Adam with a linear warm-up then cosine decay; binary or sparse categorical cross-entropy.
+
+    `jit` (auto|on|off) is `--jit`: auto is Keras's own choice, XLA on GPUs and off on CPUs.
+    """
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=learning_rate / 10,
         decay_steps=max(1, total_steps - warmup_steps),
@@ -87,7 +92,8 @@ def compile_model(model, num_classes, learning_rate, total_steps, warmup_steps):
         warmup_steps=warmup_steps,
     )
     loss = "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+    jit_compile = {"auto": "auto", "on": True, "off": False}[jit]
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
 
 
 def library_versions():
@@ -115,6 +121,12 @@ def train(config):
     """Trains `config.arch` on `config.data_dir` and writes the model and its reports to `config.model_dir`."""
     config = resolve_config(config)
     folders.check_writable_folder(config.model_dir, "--model-dir")
+    # Multi-worker needs its strategy before TensorFlow starts its runtime.
+    strategy = distribute.make_strategy(config.strategy, config.workers, config.worker_index)
+    if not distribute.is_chief(strategy):  # Only the chief writes model files; the others keep their resume state here.
+        worker_dir = os.path.join(config.model_dir, f"worker-{distribute.worker_index(strategy)}")
+        os.makedirs(worker_dir, exist_ok=True)
+        config = dataclasses.replace(config, model_dir=worker_dir)
     config = resumed_config(config)
     started = time.time()
     keras.utils.set_random_seed(config.seed)
@@ -123,7 +135,9 @@ def train(config):
     start_checkpoints(config)  # Only once the data is known to be there: never lose a resumable run to a typo.
     num_classes = len(split.class_names)
     policy = devices.precision_policy(config.mixed_precision)
-    print(f"Training on {devices.describe()}, {policy} arithmetic.")
+    for warning in devices.unusable_gpu_warnings():
+        print(warning, file=sys.stderr)
+    print(f"Training on {devices.describe()}: {distribute.describe(strategy)}, {policy} arithmetic.")
     print(
         f"Classes ({num_classes}): {', '.join(split.class_names)}. "
         f"{len(split.train)} training and {len(split.validation)} validation files ({split.validation_source})."
@@ -139,9 +153,13 @@ def train(config):
         devices.set_policy(policy)
         # Binary cross-entropy wants float labels shaped like the one sigmoid output.
         labels = split.labels.astype(np.float32)[:, None] if num_classes == 2 else split.labels.astype(np.int32)
-        history, model = _fit(config, split, images, labels)
+        history, model = _fit(config, strategy, split, images, labels)
         devices.set_policy("float32")
-        model = devices.with_policy(model, "float32")  # What is saved runs on any machine.
+        if not distribute.is_chief(strategy):
+            print(f"Worker finished training; the chief writes the model. Resume state kept in {config.model_dir}.")
+            return 0
+        # What is saved runs on any machine: float32, and outside any distribution strategy.
+        model = devices.with_policy(model, "float32", copy=distribute.is_distributed(strategy))
         # Evaluate as predict.py will label, so the report matches what users get.
         counts = _evaluate(devices.inference_model(model), config, split, images, labels, history)
     finally:
@@ -157,6 +175,7 @@ def train(config):
         "preprocessing": "EXIF-upright, RGB, bilinear resize to a square; the model rescales 0-255 itself",
         "architecture": config.arch,
         "trained_with": policy,
+        "devices": distribute.describe(strategy),
         "threshold": 0.5,
         "config": dataclasses.asdict(config),
         "validation": {
@@ -168,6 +187,8 @@ def train(config):
         "training": {
             "images": len(split.train),
             "skipped_files": len(errors),
+            "replicas": strategy.num_replicas_in_sync,
+            "peak_learning_rate": distribute.scaled_learning_rate(config.learning_rate, strategy.num_replicas_in_sync),
             "epochs_run": len(history["loss"]),
             "best_epoch": int(np.argmin(history["val_loss"])) + 1,
             "decode_seconds": round(decode_seconds, 1),
@@ -229,7 +250,10 @@ def read_history(path):
 
 
 def resumed_config(config):
-    """With --resume, the settings of the interrupted run in --model-dir (else `config` as it is)."""
+    """With --resume, the settings of the interrupted run in --model-dir (else `config` as it is).
+
+    Where it runs (`PLACEMENT`) comes from this command line: the machines may differ.
+    """
     if not config.resume:
         return config
     checkpoint_dir = os.path.join(config.model_dir, CHECKPOINTS)
@@ -239,7 +263,8 @@ def resumed_config(config):
             f"--resume: no interrupted run in {checkpoint_dir} to continue. Run without --resume to start one."
         )
     with open(saved, encoding="utf-8") as handle:
-        resumed = dataclasses.replace(config, **{**json.load(handle), "resume": True})
+        settings = {key: value for key, value in json.load(handle).items() if key not in PLACEMENT}
+    resumed = dataclasses.replace(config, **settings, resume=True)
     print(f"Resuming the interrupted run in {checkpoint_dir} with its own settings.")
     return resumed
 
@@ -256,22 +281,27 @@ def start_checkpoints(config):
     artifacts.write_text(os.path.join(checkpoint_dir, "run.json"), json.dumps(dataclasses.asdict(config), indent=2))
 
 
-def _fit(config, split, images, labels):
+def _fit(config, strategy, split, images, labels):
     """Builds, compiles and fits the model; returns its history and the model with the best epoch's weights."""
     num_classes = len(split.class_names)
-    train_batches = data.batches(
-        images,
-        labels,
-        split.train,
-        config.batch_size,
-        shuffle_seed=config.seed,
-        augmentation=data.make_augmentation(config.seed),
+    replicas = strategy.num_replicas_in_sync
+    train_batches = data.replica_batches(strategy, images, labels, split.train, config.batch_size, seed=config.seed)
+    validation_batches = data.replica_batches(
+        strategy, images, labels, split.validation, config.batch_size, what="validation"
     )
-    validation_batches = data.batches(images, labels, split.validation, config.batch_size)
-
-    model = models.build_model(config.arch, config.image_size, num_classes)
-    steps_per_epoch = int(np.ceil(len(split.train) / config.batch_size))
-    compile_model(model, num_classes, config.learning_rate, steps_per_epoch * config.epochs, steps_per_epoch)
+    if replicas == 1:
+        steps_per_epoch = int(np.ceil(len(split.train) / config.batch_size))
+    else:  # Whole global batches only (see data.replica_batches).
+        steps_per_epoch = len(split.train) // (config.batch_size * replicas)
+    learning_rate = distribute.scaled_learning_rate(config.learning_rate, replicas)
+    with strategy.scope():
+        model = models.build_model(config.arch, config.image_size, num_classes)
+        compile_model(model, num_classes, learning_rate, steps_per_epoch * config.epochs, steps_per_epoch, config.jit)
+    distribute.fix_multi_worker_fit(model, strategy)
+    print(
+        f"{replicas} replica(s) x {config.batch_size} images per step, peak learning rate {learning_rate:.3g}, "
+        f"XLA {'on' if model.jit_compile else 'off'}."
+    )
 
     checkpoint_dir = os.path.join(config.model_dir, CHECKPOINTS)
     partial_history = os.path.join(checkpoint_dir, "history.csv")
@@ -287,8 +317,11 @@ def _fit(config, split, images, labels):
         # Saves weights, optimizer state and epoch after every epoch; removed when training completes.
         keras.callbacks.BackupAndRestore(os.path.join(checkpoint_dir, "backup"), double_checkpoint=True),
         keras.callbacks.CSVLogger(partial_history, append=config.resume),
-        keras.callbacks.TensorBoard(log_dir=os.path.join(config.model_dir, "logs")),
     ]  # fmt: skip
+    if distribute.is_chief(strategy):
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(config.model_dir, "logs")))
+    if replicas > 1:  # Keras cannot know a distributed dataset's length before its first epoch ends, and says so.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
     try:
         model.fit(
             train_batches,
