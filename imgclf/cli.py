@@ -1,7 +1,8 @@
 """What both scripts share: the user-error type and the top-level error handling.
 
 Exit statuses: 0 success; 1 prediction finished but some files could not be
-read; 2 a usage error (bad flag, path or folder layout); 130 interrupted.
+read; 2 a usage error (bad flag, path or folder layout); 3 multi-worker training
+lost another worker (resumable); 130 interrupted.
 """
 
 import os
@@ -10,6 +11,10 @@ import sys
 
 class UsageError(Exception):
     """Something the user can fix (a path, a flag, a folder layout); exit status 2."""
+
+
+class WorkerLost(Exception):
+    """Multi-worker training stopped because another worker went away; exit status 3 (resume with --resume)."""
 
 
 def quiet_tensorflow():
@@ -40,6 +45,12 @@ def run(main):
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         status = 2
+    except WorkerLost as error:
+        print(f"error: {error}", file=sys.stderr)
+        # TensorFlow's exit handlers would wait minutes for the lost worker to say goodbye.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(3)
     except KeyboardInterrupt:
         print("interrupted: nothing was overwritten.", file=sys.stderr)
         status = 130

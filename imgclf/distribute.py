@@ -20,7 +20,7 @@ import os
 import keras
 import tensorflow as tf
 
-from imgclf.cli import UsageError
+from imgclf.cli import UsageError, WorkerLost
 
 STRATEGIES = ("auto", "one", "mirrored", "multi-worker")
 
@@ -144,3 +144,52 @@ def fix_multi_worker_fit(model, strategy):
     model._maybe_symbolic_build = symbolic_build
     model.train_step = logs_as_vectors(model.train_step)
     model.test_step = logs_as_vectors(model.test_step)
+
+
+# What TensorFlow raises on the other workers when one of them is gone.
+PEER_LOST = (
+    tf.errors.UnavailableError,
+    tf.errors.AbortedError,
+    tf.errors.CancelledError,
+    tf.errors.DeadlineExceededError,
+)
+
+
+def worker_lost(error, checkpoint_dir):
+    """The error to stop with when a multi-worker peer went away mid-training."""
+    return WorkerLost(
+        f"training stopped: another worker went away ({type(error).__name__}). The last complete epoch "
+        f"is saved in {checkpoint_dir}; start every worker again with its same command plus --resume."
+    )
+
+
+class AgreeOnResume(keras.callbacks.Callback):
+    """On --resume under multi-worker, checks that every worker restored the same epoch, else all stop.
+
+    Trainable weights and optimizer state are identical across workers at the
+    end of any epoch, so equal epochs mean equal starting states. A worker killed
+    between the others' end-of-epoch backup and its own is one epoch behind; then
+    every worker stops with the same message instead of training apart. Goes
+    after BackupAndRestore in the callback list (it sets the epoch to start at).
+    """
+
+    def __init__(self, strategy):
+        super().__init__()
+        self.strategy = strategy
+
+    def on_train_begin(self, logs=None):
+        if not (is_multi_worker(self.strategy) and self.strategy.num_replicas_in_sync > 1):
+            return
+        epoch = int(getattr(self.model, "_initial_epoch", None) or 0)  # Set by BackupAndRestore.
+
+        @tf.function
+        def all_epochs():
+            context = lambda: tf.distribute.get_replica_context()  # noqa: E731
+            return self.strategy.run(lambda: context().all_gather(tf.constant([epoch], tf.int64), axis=0))
+
+        epochs = self.strategy.experimental_local_results(all_epochs())[0].numpy().tolist()
+        if len(set(epochs)) > 1:
+            raise UsageError(
+                f"--resume: the workers saved different epochs ({', '.join(map(str, epochs))} complete), so they "
+                "cannot continue together. Run every worker again without --resume to start over."
+            )

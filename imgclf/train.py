@@ -264,7 +264,7 @@ def resumed_config(config):
         )
     with open(saved, encoding="utf-8") as handle:
         settings = {key: value for key, value in json.load(handle).items() if key not in PLACEMENT}
-    resumed = dataclasses.replace(config, **settings, resume=True)
+    resumed = dataclasses.replace(config, **{**settings, "resume": True})
     print(f"Resuming the interrupted run in {checkpoint_dir} with its own settings.")
     return resumed
 
@@ -316,6 +316,7 @@ def _fit(config, strategy, split, images, labels):
         ResumableEarlyStopping(earlier, best_weights, patience=config.patience),
         # Saves weights, optimizer state and epoch after every epoch; removed when training completes.
         keras.callbacks.BackupAndRestore(os.path.join(checkpoint_dir, "backup"), double_checkpoint=True),
+        distribute.AgreeOnResume(strategy),
         keras.callbacks.CSVLogger(partial_history, append=config.resume),
     ]  # fmt: skip
     if distribute.is_chief(strategy):
@@ -331,6 +332,10 @@ def _fit(config, strategy, split, images, labels):
             shuffle=False,
             verbose=1 if sys.stdout.isatty() else 2,
         )
+    except distribute.PEER_LOST as error:
+        if not distribute.is_multi_worker(strategy):
+            raise
+        raise distribute.worker_lost(error, checkpoint_dir) from None
     except KeyboardInterrupt:
         print(
             f"\nTraining interrupted; the last complete epoch is saved in {checkpoint_dir}. Continue with: "
