@@ -29,6 +29,7 @@ bench: $(VENV)/installed
 	$(PY) bench/accuracy.py --setting default
 	$(PY) bench/predict_throughput.py --large
 	$(PY) bench/memory.py
+	$(PY) bench/devices.py
 
 # The documented longer setting (about an hour on 2 cores).
 bench-long: $(VENV)/installed

@@ -36,7 +36,9 @@ class TrainConfig:
     batch_size: int = setting(
         32, "images per training step on each device (the learning rate follows, see README)", low=1, high=4096
     )
-    learning_rate: float = setting(0.002, "peak learning rate of the optimizer", low=1e-7, high=1.0)
+    learning_rate: float = setting(
+        0.002, "peak learning rate on one device (N devices: times sqrt(N))", low=1e-7, high=1.0
+    )
     validation_split: float = setting(
         0.2, "share of Training_Set held out for validation when there is no Test_Set", low=0.01, high=0.9
     )
