@@ -337,9 +337,12 @@ def _fit(config, strategy, split, images, labels):
             raise
         raise distribute.worker_lost(error, checkpoint_dir) from None
     except KeyboardInterrupt:
+        if distribute.is_multi_worker(strategy):
+            how = "start every worker again with its same command plus --resume"
+        else:
+            how = f"python train_cnn.py --resume --model-dir {config.model_dir}"
         print(
-            f"\nTraining interrupted; the last complete epoch is saved in {checkpoint_dir}. Continue with: "
-            f"python train_cnn.py --resume --model-dir {config.model_dir}",
+            f"\nTraining interrupted; the last complete epoch is saved in {checkpoint_dir}. Continue with: {how}",
             file=sys.stderr,
         )
         raise

@@ -91,3 +91,31 @@ def test_affine_shift_moves_content_by_the_drawn_amount():
     moved = np.asarray(shift(image, training=True))[0, ..., 0]
     row, column = np.unravel_index(moved.argmax(), moved.shape)
     assert (row, column) != (10, 10) and abs(row - 10) <= 5 and abs(column - 10) <= 5
+
+
+def test_worker_shards_of_a_shuffled_epoch_are_disjoint_and_cover_it():
+    images = np.arange(20, dtype=np.uint8).reshape(20, 1, 1, 1).repeat(3, axis=3)
+    labels = np.arange(20, dtype=np.int32)
+    indices = np.arange(20)
+
+    def labels_seen(shard):
+        dataset = data.batches(images, labels, indices, 3, shuffle_seed=7, shard=shard, drop_remainder=True)
+        return [label for _, batch_labels in dataset for label in batch_labels.numpy().tolist()]
+
+    first, second = labels_seen((2, 0)), labels_seen((2, 1))
+    assert len(first) == len(second) == 9  # 10 each, in whole batches of 3.
+    assert not set(first) & set(second)
+    assert first != sorted(first)  # Shuffled, in the same seeded order on both workers.
+
+
+def test_too_few_images_for_every_device_a_batch_is_refused():
+    import tensorflow as tf
+
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    images = np.zeros((5, 4, 4, 3), np.uint8)
+    with pytest.raises(UsageError, match="`--batch-size` 4 on each of 2 devices needs at least 8 training images"):
+        data.replica_batches(TwoReplicas(), images, np.zeros(5), np.arange(5), 4, seed=1)
+    one = tf.distribute.get_strategy()
+    assert data.replica_batches(one, images, np.zeros(5, np.float32), np.arange(5), 4).cardinality() == 2
