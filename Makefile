@@ -23,7 +23,7 @@ lint: $(VENV)/installed
 test: lint
 	$(PY) -m pytest
 
-# Benchmarks on ../shared/datasets/cats_dogs (about 25 minutes on 2 cores); results in bench/RESULTS.md.
+# Benchmarks on ../shared/datasets/cats_dogs (about 32 minutes on 2 cores); results in bench/RESULTS.md.
 bench: $(VENV)/installed
 	$(PY) bench/train_throughput.py
 	$(PY) bench/accuracy.py --setting default
