@@ -60,6 +60,12 @@ def start_worker(data_dir, model_dir, workers, index, *extra):
     )  # fmt: skip
 
 
+def start_cluster(data_dir, model_dir, *extra):
+    """Starts workers 1 and 0 of a two-worker cluster on free local ports; returns [worker 1, worker 0]."""
+    workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    return [start_worker(data_dir, model_dir, workers, index, *extra) for index in (1, 0)]
+
+
 def finish(processes, timeout=240):
     """Waits for every process (killing all of them on timeout); returns [(returncode, stdout, stderr)]."""
     deadline = time.time() + timeout
@@ -115,10 +121,8 @@ def test_mirrored_on_two_cpu_devices_trains_saves_and_reloads(tmp_path):
 
 @pytest.mark.slow
 def test_multi_worker_two_processes_make_one_model_from_the_chief(tmp_path):
-    data_dir = tiny_dataset(tmp_path / "Dataset")
-    model_dir = tmp_path / "models"
-    workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
-    processes = [start_worker(data_dir, model_dir, workers, index, "--epochs", "2") for index in (1, 0)]
+    data_dir, model_dir = tiny_dataset(tmp_path / "Dataset"), tmp_path / "models"
+    processes = start_cluster(data_dir, model_dir, "--epochs", "2")
     (code1, out1, err1), (code0, out0, err0) = finish(processes)
     assert code0 == 0, out0 + err0[-3000:]
     assert code1 == 0, out1 + err1[-3000:]
@@ -141,10 +145,8 @@ def test_multi_worker_two_processes_make_one_model_from_the_chief(tmp_path):
 
 @pytest.mark.slow
 def test_multi_worker_resumes_after_a_worker_is_killed(tmp_path):
-    data_dir = tiny_dataset(tmp_path / "Dataset")
-    model_dir = tmp_path / "models"
-    workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
-    processes = [start_worker(data_dir, model_dir, workers, index, "--epochs", "5") for index in (1, 0)]
+    data_dir, model_dir = tiny_dataset(tmp_path / "Dataset"), tmp_path / "models"
+    processes = start_cluster(data_dir, model_dir, "--epochs", "5")
     partial = model_dir / "worker-1" / "checkpoints" / "history.csv"
     deadline = time.time() + 120
     while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 3):
@@ -155,8 +157,7 @@ def test_multi_worker_resumes_after_a_worker_is_killed(tmp_path):
     assert "another worker went away" in err0 and "--resume" in err0 and "Traceback" not in err0
     assert not (model_dir / "model.h5").exists()
 
-    workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
-    processes = [start_worker(data_dir, model_dir, workers, index, "--epochs", "5", "--resume") for index in (1, 0)]
+    processes = start_cluster(data_dir, model_dir, "--epochs", "5", "--resume")
     (code1, out1, err1), (code0, out0, err0) = finish(processes)
     assert code0 == 0 and code1 == 0, out0 + err0[-2000:] + out1 + err1[-2000:]
     assert "Resuming the interrupted run" in out0 and "Resuming the interrupted run" in out1
