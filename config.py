@@ -9,28 +9,56 @@ import argparse
 import dataclasses
 import sys
 
+from imgclf.cli import UsageError
 
-def setting(default, help, *, low=None, high=None, choices=None, nargs=None, kind=None):
+# The registered architectures (`imgclf/models.py` builds them); listed here so that a
+# wrong --arch is refused before TensorFlow is imported.
+ARCHITECTURES = ["compact", "simple"]
+
+
+def setting(default, help, *, low=None, high=None, choices=None, nargs=None, kind=None, shown=None):
     """Declares one setting: its default, its help line and what values it allows.
 
-    `kind` is the value type where the field's type cannot say it (a default of None).
+    `kind` is the value type where the field's type cannot say it (a default of None);
+    `shown` is how --help writes the default when it says more than the value itself.
     """
-    metadata = {"help": help, "low": low, "high": high, "choices": choices, "nargs": nargs, "kind": kind}
+    metadata = {
+        "help": help,
+        "low": low,
+        "high": high,
+        "choices": choices,
+        "nargs": nargs,
+        "kind": kind,
+        "shown": shown,
+    }
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
+class _Checked:
+    """Validation happens once, where a configuration is made: from flags, in Python, or by dataclasses.replace."""
+
+    def __post_init__(self):
+        check(self)
+
+
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(_Checked):
     data_dir: str = setting("Dataset", "folder holding Training_Set/<class>/ and optionally Test_Set/<class>/")
     model_dir: str = setting("models", "folder the model and its reports are written to")
-    arch: str = setting("compact", "network: 'compact' (batch norm, residual, global pooling) or 'simple' (classic)")
-    image_size: int = setting(
-        0,
-        "images are resized to this many pixels square (0: the architecture's own, 96 compact, 64 simple)",
-        low=0,
+    arch: str = setting(
+        "compact",
+        "network: 'compact' (batch norm, residual, global pooling) or 'simple' (the classic tutorial network)",
+        choices=ARCHITECTURES,
+    )
+    image_size: int | None = setting(
+        None,
+        "images are resized to this many pixels square",
+        low=16,
         high=1024,
+        kind=int,
+        shown="the architecture's own: 96 compact, 64 simple",
     )
     epochs: int = setting(14, "maximum passes over the training images", low=1, high=10000)
     batch_size: int = setting(
@@ -61,7 +89,7 @@ class TrainConfig:
         choices=["auto", "one", "mirrored", "multi-worker"],
     )
     workers: str = setting(
-        "", "multi-worker: every worker's host:port, comma-separated, the chief first (default: read TF_CONFIG)"
+        "", "multi-worker: every worker's host:port, comma-separated, the chief first", shown="read TF_CONFIG"
     )
     worker_index: int = setting(
         0, "multi-worker with --workers: this machine's position in that list (0: chief)", low=0
@@ -74,7 +102,7 @@ class TrainConfig:
 
 
 @dataclasses.dataclass
-class PredictConfig:
+class PredictConfig(_Checked):
     model_dir: str = setting("models", "folder holding model.h5 and metadata.json from train_cnn.py")
     model: str = setting("", "a model file to use instead of <model-dir>/model.h5")
     input: list = setting(["Dataset/Predict"], "image folders (searched recursively) or image files", nargs="+")
@@ -82,10 +110,11 @@ class PredictConfig:
     batch_size: int = setting(128, "images per prediction step", low=1, high=4096)
     threshold: float | None = setting(
         None,
-        "two classes only: probability from which the second class is chosen (default: the model's, 0.5)",
+        "two classes only: probability from which the second class is chosen",
         low=0.0,
         high=1.0,
         kind=float,
+        shown="the model's, 0.5",
     )
     sort_into: str = setting("", "copy each image into <folder>/<label>/ (originals are never moved)")
     evaluate: bool = setting(False, "the input folder has one sub-folder per class: report accuracy")
@@ -93,10 +122,13 @@ class PredictConfig:
     classes: str = setting("", "Keras 2 models (no metadata.json): class names in index order, e.g. Cats,Dogs")
     resize: str = setting(
         "",
-        "Keras 2 models: how images are resized to the input size (default nearest, as the tutorials did)",
+        "Keras 2 models: how images are resized to the input size",
         choices=["", "nearest", "bilinear"],
+        shown="nearest, as the tutorials did",
     )
-    rescale: float = setting(1 / 255, "Keras 2 models: factor the pixel values (0-255) are multiplied by", low=0.0)
+    rescale: float = setting(
+        1 / 255, "Keras 2 models: factor the pixel values (0-255) are multiplied by", low=0.0, shown="1/255"
+    )
     convert: str = setting("", "write the --model (e.g. a Keras 2 file) in today's format into this folder, and stop")
     ignore_checksum: bool = setting(False, "use a model file even if it changed since training (SHA-256 mismatch)")
     unsafe_load: bool = setting(False, "allow Lambda layers and non-Keras classes: only for model files you trust")
@@ -111,29 +143,8 @@ def flag_name(field):
     return "--" + field.name.replace("_", "-")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line, exit status 2, without the usage block."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def build_parser(config_class, description):
-    """Builds an argparse parser with one flag per field of `config_class`."""
-    parser = _OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for field in dataclasses.fields(config_class):
-        meta = field.metadata
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        if field.type is bool:
-            parser.add_argument(flag_name(field), action="store_true", help=meta["help"])
-            continue
-        value_type = meta["kind"] or {int: int, float: float}.get(field.type, str)
-        parser.add_argument(flag_name(field), type=value_type, default=default, nargs=meta["nargs"], help=meta["help"])
-    return parser
-
-
 def check(config):
-    """Raises ValueError naming the flag when a value is outside what the field allows."""
+    """Raises UsageError naming the flag when a value is outside what the field allows; returns `config`."""
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         meta = field.metadata
@@ -142,17 +153,70 @@ def check(config):
         low, high = meta["low"], meta["high"]
         if (low is not None and value < low) or (high is not None and value > high):
             allowed = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise ValueError(f"`{flag_name(field)}` must be {allowed}. Received: {value}")
+            raise UsageError(f"`{flag_name(field)}` must be {allowed}. Received: {value}")
         if meta["choices"] is not None and value not in meta["choices"]:
-            raise ValueError(f"`{flag_name(field)}` must be one of {', '.join(meta['choices'])}. Received: {value}")
+            choices = ", ".join(choice for choice in meta["choices"] if choice)
+            raise UsageError(f"`{flag_name(field)}` must be one of {choices}. Received: {value}")
     return config
 
 
-def parse(config_class, description, argv=None):
-    """Parses `argv` (default: sys.argv) into a checked `config_class` instance."""
-    parser = build_parser(config_class, description)
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line, exit status 2, without the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Writes each flag's default once, readably, after its help; keeps the epilog's layout."""
+
+    def _get_help_string(self, action):
+        shown = getattr(action, "shown", None)
+        if shown is None:
+            default = action.default
+            if default in (None, "", False, argparse.SUPPRESS) or action.dest == "help":
+                return action.help
+            shown = " ".join(map(str, default)) if isinstance(default, list) else _plain(default)
+        return f"{action.help} (default: {shown})"
+
+
+def _plain(value):
+    return f"{value:g}" if isinstance(value, float) else value
+
+
+def build_parser(config_class, description, epilog=None):
+    """Builds an argparse parser with one flag per field of `config_class`."""
+    parser = _OneLineParser(description=description, epilog=epilog, formatter_class=_HelpFormatter)
+    for field in dataclasses.fields(config_class):
+        meta = field.metadata
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        if field.type is bool:
+            parser.add_argument(flag_name(field), action="store_true", help=meta["help"])
+            continue
+        value_type = meta["kind"] or {int: int, float: float}.get(field.type, str)
+        choices = [choice for choice in meta["choices"] or [] if choice]
+        action = parser.add_argument(
+            flag_name(field),
+            type=value_type,
+            default=default,
+            nargs=meta["nargs"],
+            help=meta["help"],
+            metavar="{" + ",".join(choices) + "}" if choices else None,
+        )
+        action.shown = meta["shown"]
+    return parser
+
+
+def parse(config_class, doc, argv=None):
+    """Parses `argv` (default: sys.argv) into a checked `config_class` instance.
+
+    `doc` is the script's docstring: its first line describes the script in --help,
+    the rest (exit statuses, files written) follows the flags.
+    """
+    description, _, epilog = doc.strip().partition("\n")
+    parser = build_parser(config_class, description, epilog.strip() or None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return check(config_class(**vars(args)))
-    except ValueError as error:
+        return config_class(**vars(args))
+    except UsageError as error:
         parser.error(str(error))

@@ -1,8 +1,15 @@
 """Label every image in Dataset/Predict (or --input) with the model trained by train_cnn.py.
 
-Prints one line per file and writes predictions.csv.
-Exit status: 0 every file labeled, 1 some files could not be read (the rest are
-still labeled), 2 usage error (bad flag, path or model file), 130 interrupted.
+files written:
+  predictions.csv     (--output) path, label, confidence, prob_<class> per class, error
+  predictions_report.txt, predictions_confusion_matrix.png    with --evaluate
+  <--sort-into>/<label>/<file>    with --sort-into: copies, the originals are never moved
+
+exit status:
+  0    every file labeled
+  1    some files could not be read (each has its reason in the error column); the rest are labeled
+  2    usage error: a bad flag value, a missing path, an invalid or changed model file
+  130  interrupted (Ctrl-C): nothing that existed was overwritten
 """
 
 import config
@@ -10,11 +17,11 @@ from imgclf import cli
 
 
 def main():
-    settings = config.parse(config.PredictConfig, __doc__.splitlines()[0])
+    settings = config.parse(config.PredictConfig, __doc__)
     cli.quiet_tensorflow()
-    from imgclf import predict
+    from imgclf import labeling
 
-    return predict.predict(settings)
+    return labeling.predict(settings)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,17 @@
 """Train an image classifier on Dataset/Training_Set/<class>/ (see README.md).
 
-Writes models/model.h5, model.weights.h5, metadata.json and the reports.
-Exit status: 0 trained, 2 usage error (bad flag, path or folder layout), 130 interrupted.
+files written into --model-dir (models/):
+  model.h5            the trained network, what predict.py loads
+  model.weights.h5    its weights alone
+  metadata.json       class names, image size, threshold, settings, scores, SHA-256 of both model files
+  summary.txt         the network's layers and parameter counts
+  history.csv, training_curves.png, report.txt, confusion_matrix.png, skipped_files.txt
+
+exit status:
+  0    trained
+  2    usage error: a bad flag value, a missing or empty folder, a folder that cannot be written
+  3    --strategy multi-worker: another worker went away (start every worker again with --resume)
+  130  interrupted (Ctrl-C): the last complete epoch is kept; continue with --resume
 """
 
 import config
@@ -9,7 +19,7 @@ from imgclf import cli
 
 
 def main():
-    settings = config.parse(config.TrainConfig, __doc__.splitlines()[0])
+    settings = config.parse(config.TrainConfig, __doc__)
     cli.quiet_tensorflow()
     from imgclf import train
 

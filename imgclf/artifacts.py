@@ -13,6 +13,7 @@ import logging
 import os
 import zipfile
 
+from imgclf import outputs
 from imgclf.cli import UsageError
 
 MODEL_FILE = "model.h5"
@@ -70,7 +71,13 @@ def save_model(model, model_dir, metadata):
     All three are written to temporary files first and renamed into place only
     once every one of them is complete, so a failure leaves the old set intact.
     """
+    import keras
+
     hashes = {}
+    weights_only = model
+    if getattr(model, "optimizer", None) is not None:  # model.weights.h5 holds the weights alone, no optimizer state.
+        weights_only = keras.models.clone_model(model)
+        weights_only.set_weights(model.get_weights())
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)  # Keras warns that HDF5 is "legacy"; model.h5 is what users expect.
@@ -78,7 +85,7 @@ def save_model(model, model_dir, metadata):
         with contextlib.ExitStack() as stack:
             for name, save in (
                 (MODEL_FILE, functools.partial(model.save, include_optimizer=False)),  # predict needs no optimizer
-                (WEIGHTS_FILE, model.save_weights),
+                (WEIGHTS_FILE, weights_only.save_weights),
             ):
                 temporary = stack.enter_context(atomic_path(os.path.join(model_dir, name)))
                 save(temporary)
@@ -90,9 +97,18 @@ def save_model(model, model_dir, metadata):
         absl_logger.setLevel(level)
 
 
+def _metadata_path(model_file):
+    return os.path.join(os.path.dirname(os.path.abspath(model_file)), METADATA_FILE)
+
+
+def has_metadata(model_file):
+    """True when a metadata.json sits beside `model_file`."""
+    return os.path.exists(_metadata_path(model_file))
+
+
 def read_metadata(model_file):
     """The metadata.json beside `model_file`, or UsageError saying it is missing or unreadable."""
-    path = os.path.join(os.path.dirname(os.path.abspath(model_file)), METADATA_FILE)
+    path = _metadata_path(model_file)
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
@@ -189,9 +205,35 @@ def check_matches_metadata(model, model_file, metadata):
     size = metadata.get("image_size")
     classes = len(metadata.get("class_names", []))
     input_shape = tuple(model.input_shape[1:3])
-    outputs = model.output_shape[-1]
-    if input_shape != (size, size) or outputs != (1 if classes == 2 else classes):
+    units = model.output_shape[-1]
+    if input_shape != (size, size) or not outputs.fits(units, classes):
         raise UsageError(
-            f"{model_file}: takes {input_shape} images and gives {outputs} output(s), but metadata.json says "
+            f"{model_file}: takes {input_shape} images and gives {units} output(s), but metadata.json says "
             f"{size}x{size} and {classes} classes. Keep each model with the metadata.json written with it."
         )
+
+
+def metadata_for(model, class_names, source, resize="nearest", origin="Keras 2"):
+    """What metadata.json would say for a model file that came without one.
+
+    Args:
+        class_names: from --classes; default `class_0`, `class_1`, ...
+        origin: "Keras 2" (rebuilt here, scaled by --rescale inside the model) or "Keras 3" (taken as it is).
+    """
+    height, width = model.input_shape[1:3]
+    if height != width:
+        raise UsageError(f"{source}: takes {height}x{width} images; only square inputs are supported.")
+    units = model.output_shape[-1]
+    classes = list(class_names) if class_names else [f"class_{i}" for i in range(max(2, units))]
+    if not outputs.fits(units, len(classes)):
+        raise UsageError(f"--classes: the model has {max(2, units)} classes, {len(classes)} names were given.")
+    scaling = "pixel values scaled by --rescale inside the model" if origin == "Keras 2" else "0-255 pixel values"
+    return {
+        "class_names": classes,
+        "image_size": int(height),
+        "color_mode": "rgb",
+        "resize": resize,
+        "preprocessing": f"RGB, {resize} resize to a square; {scaling}",
+        "architecture": f"imported from {os.path.basename(str(source))} ({origin})",
+        "threshold": outputs.DEFAULT_THRESHOLD,
+    }

@@ -38,8 +38,42 @@ def quiet_tensorflow():
         os.close(devnull)
 
 
+class _ClosedPipeProof:
+    """Standard output that keeps working when its reader goes away (`python predict.py | head`).
+
+    Once a write fails with a broken pipe, the rest of the output goes to /dev/null,
+    so the model and the CSV are still written and the exit status is unchanged.
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _silence(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._silence()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._silence()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def run(main):
     """Runs `main()`, turning user errors into one line on stderr and an exit status."""
+    if not isinstance(sys.stdout, _ClosedPipeProof):
+        sys.stdout = _ClosedPipeProof(sys.stdout)
     try:
         status = main()
     except UsageError as error:
@@ -54,4 +88,5 @@ def run(main):
     except KeyboardInterrupt:
         print("interrupted: nothing was overwritten.", file=sys.stderr)
         status = 130
+    sys.stdout.flush()
     sys.exit(status or 0)

@@ -189,7 +189,7 @@ def replica_batches(strategy, images, labels, indices, batch_size, *, seed=None,
         return batches(images, labels, indices, batch_size, shuffle_seed=seed, augmentation=augmentation)
     if not augment:  # Validation: a fixed random order, so the images left out are a random few, not one class.
         indices = np.random.default_rng(0).permutation(indices)
-    steps = len(indices) // (batch_size * replicas)
+    steps = steps_per_epoch(len(indices), batch_size, replicas)
     if steps == 0:
         raise UsageError(
             f"`--batch-size` {batch_size} on each of {replicas} devices needs at least {batch_size * replicas} "
@@ -213,6 +213,13 @@ def replica_batches(strategy, images, labels, indices, batch_size, *, seed=None,
         return dataset.take(steps * local_replicas)
 
     return strategy.distribute_datasets_from_function(pipeline)
+
+
+def steps_per_epoch(count, batch_size, replicas=1):
+    """Steps in one pass over `count` images: a last partial batch with one device, whole global batches with more."""
+    if replicas == 1:
+        return int(np.ceil(count / batch_size))
+    return count // (batch_size * replicas)
 
 
 def stratified_split(labels, fraction, seed):

@@ -22,8 +22,6 @@ import tensorflow as tf
 
 from imgclf.cli import UsageError, WorkerLost
 
-STRATEGIES = ("auto", "one", "mirrored", "multi-worker")
-
 
 def cluster_resolver(workers, worker_index):
     """The multi-worker cluster from `--workers host:port,...` and `--worker-index`, else TF_CONFIG; None if neither."""
@@ -51,8 +49,6 @@ def cluster_resolver(workers, worker_index):
 
 def make_strategy(setting, workers="", worker_index=0):
     """The strategy for `--strategy`; create it before anything else touches TensorFlow's devices."""
-    if setting not in STRATEGIES:
-        raise UsageError(f"`--strategy` must be one of {', '.join(STRATEGIES)}. Received: {setting}")
     resolver = cluster_resolver(workers, worker_index)
     cluster_size = len(resolver.cluster_spec().as_dict().get("worker", [])) if resolver else 0
     if setting == "auto":

@@ -8,7 +8,6 @@ its HDF5 group lists in `weight_names`.
 """
 
 import json
-import os
 
 import h5py
 import keras
@@ -235,23 +234,3 @@ def load(model_path, weights_path=None, rescale=1 / 255):
     inputs = keras.Input(core.input_shape[1:])
     outputs = core(keras.layers.Rescaling(rescale, name="tutorial_rescaling")(inputs))
     return keras.Model(inputs, outputs, name="keras2_import")
-
-
-def metadata_for(model, class_names, source, resize="nearest"):
-    """What metadata.json would say for an imported model (it never had one)."""
-    height, width = model.input_shape[1:3]
-    if height != width:
-        raise UsageError(f"{source}: takes {height}x{width} images; only square inputs are supported.")
-    outputs = model.output_shape[-1]
-    classes = list(class_names) if class_names else [f"class_{i}" for i in range(max(2, outputs))]
-    if len(classes) != (2 if outputs == 1 else outputs):
-        raise UsageError(f"--classes: the model has {max(2, outputs)} classes, {len(classes)} names were given.")
-    return {
-        "class_names": classes,
-        "image_size": int(height),
-        "color_mode": "rgb",
-        "resize": resize,
-        "preprocessing": f"RGB, {resize} resize to a square; pixel values scaled by 1/255 inside the model",
-        "architecture": f"imported from {os.path.basename(str(source))} (Keras 2)",
-        "threshold": 0.5,
-    }

@@ -8,14 +8,14 @@ three or more in a softmax.
 import keras
 from keras import layers
 
-from imgclf.cli import UsageError
+from imgclf import outputs
 
 
 def _classifier(x, num_classes):
     # float32 output even under mixed precision, so probabilities stay exact.
-    if num_classes == 2:
-        return layers.Dense(1, activation="sigmoid", dtype="float32", name="predictions")(x)
-    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return layers.Dense(
+        outputs.units(num_classes), activation=outputs.activation(num_classes), dtype="float32", name="predictions"
+    )(x)
 
 
 def build_simple(input_shape, num_classes):
@@ -66,13 +66,6 @@ ARCHITECTURES = {"compact": build_compact, "simple": build_simple}
 NATIVE_IMAGE_SIZE = {"compact": 96, "simple": 64}
 
 
-def check_arch(name):
-    """Raises UsageError listing the known architectures when `name` is not one."""
-    if name not in ARCHITECTURES:
-        raise UsageError(f"`--arch` must be one of {', '.join(sorted(ARCHITECTURES))}. Received: {name}")
-
-
 def build_model(name, image_size, num_classes):
     """Builds the registered architecture `name` for square RGB images of `image_size` pixels."""
-    check_arch(name)
     return ARCHITECTURES[name]((image_size, image_size, 3), num_classes)

@@ -42,9 +42,10 @@ def text_report(counts, class_names):
         lines.append(f"sensitivity (recall of '{class_names[1]}'): {recall[1]:.4f}")
         lines.append(f"specificity (recall of '{class_names[0]}'): {recall[0]:.4f}")
     lines += ["", "confusion matrix (rows: true class, columns: predicted class)"]
-    lines.append(" " * width + " " + " ".join(f"{name[:9]:>9}" for name in class_names))
+    column = max(9, *(len(name) for name in class_names))
+    lines.append(" " * width + " " + " ".join(f"{name:>{column}}" for name in class_names))
     for i, name in enumerate(class_names):
-        lines.append(f"{name:<{width}} " + " ".join(f"{count:>9d}" for count in counts[i]))
+        lines.append(f"{name:<{width}} " + " ".join(f"{count:>{column}d}" for count in counts[i]))
     return "\n".join(lines) + "\n"
 
 
@@ -53,8 +54,9 @@ def plot_confusion_matrix(counts, class_names, path):
     figure, axes = _figure(figsize=(1.2 * len(class_names) + 3, 1.2 * len(class_names) + 2.5))
     axes.imshow(counts, cmap="Blues")
     ticks = range(len(class_names))
-    axes.set_xticks(ticks, class_names, rotation=45, ha="right")
-    axes.set_yticks(ticks, class_names)
+    names = _drawable_names(class_names)
+    axes.set_xticks(ticks, names, rotation=45, ha="right")
+    axes.set_yticks(ticks, names)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     threshold = counts.max() / 2
@@ -77,6 +79,36 @@ def plot_history(history, path):
         axes.grid(alpha=0.3)
         axes.legend()
     _save(figure, path)
+
+
+def _drawable_names(class_names):
+    """The class names as the plot's fonts can draw them.
+
+    Matplotlib's own font has no CJK, Arabic or other scripts' glyphs: a name it
+    cannot draw (and no installed fallback font can either) is shown as
+    "class N", its index, which report.txt maps to the full name.
+    """
+    from matplotlib import font_manager, ft2font, rcParams
+
+    families = [*rcParams["font.sans-serif"], "Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei"]
+    fonts = []
+    for family in families:
+        path = font_manager.findfont(family, fallback_to_default=False) if _installed(family) else None
+        if path and path not in (font.fname for font in fonts):
+            fonts.append(ft2font.FT2Font(path))
+
+    def drawable(name):
+        return all(char.isspace() or any(font.get_char_index(ord(char)) for font in fonts) for char in name)
+
+    usable = [font.family_name for font in fonts]
+    rcParams["font.sans-serif"] = usable or rcParams["font.sans-serif"]  # Fallback through every one of them.
+    return [name if drawable(name) else f"class {index}" for index, name in enumerate(class_names)]
+
+
+def _installed(family):
+    from matplotlib import font_manager
+
+    return any(entry.name == family for entry in font_manager.fontManager.ttflist)
 
 
 def _figure(**kwargs):

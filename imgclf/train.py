@@ -15,11 +15,12 @@ import numpy as np
 import PIL
 import tensorflow as tf
 
-from imgclf import artifacts, data, devices, distribute, folders, models, predict, report
+from imgclf import artifacts, data, devices, distribute, folders, models, outputs, report
 from imgclf.cli import UsageError
 
 SKIPPED_FILE = "skipped_files.txt"
 CHECKPOINTS = "checkpoints"
+SUMMARY_FILE = "summary.txt"
 PLACEMENT = ("strategy", "workers", "worker_index")
 
 
@@ -36,22 +37,29 @@ class Split:
 
 
 def scan(config):
-    """Finds the classes and files and decides the validation images (Test_Set, else a split)."""
-    training_dir = os.path.join(config.data_dir, "Training_Set")
-    test_dir = os.path.join(config.data_dir, "Test_Set")
-    if not os.path.isdir(training_dir):
+    """Finds the classes and files and decides the validation images (Test_Set, else a split).
+
+    The folders' names are matched loosely (`training_set`, `Test Set`, `val`); a
+    Test_Set with no images in it counts as no Test_Set.
+    """
+    training_dir = folders.find_folder(config.data_dir, folders.TRAINING_NAMES)
+    if training_dir is None:
         raise UsageError(
-            f"{training_dir}: folder not found. Put one sub-folder of images per class there "
-            "(see Dataset/README.md), or run `make demo` to train on a generated demo set."
+            f"{os.path.join(config.data_dir, 'Training_Set')}: folder not found. Put one sub-folder of images per "
+            "class there (see Dataset/README.md), or run `make demo` to train on a generated demo set."
         )
     paths, labels, class_names = folders.scan_class_folders(training_dir)
-    if os.path.isdir(test_dir):
+    test_dir = folders.find_folder(config.data_dir, folders.TEST_NAMES)
+    if test_dir is not None and folders.holds_files(test_dir):
         test_paths, test_labels, _ = folders.scan_class_folders(test_dir, classes=class_names)
         train = np.arange(len(paths))
         validation = np.arange(len(paths), len(paths) + len(test_paths))
-        return Split(paths + test_paths, np.array(labels + test_labels), class_names, train, validation, "Test_Set")
+        source = os.path.basename(test_dir)
+        return Split(paths + test_paths, np.array(labels + test_labels), class_names, train, validation, source)
     train, validation = data.stratified_split(labels, config.validation_split, config.seed)
-    source = f"{config.validation_split:g} of Training_Set"
+    source = f"{config.validation_split:g} of {os.path.basename(training_dir)}"
+    if test_dir is not None:
+        print(f"{test_dir} holds no images, so a stratified {source} validates instead.")
     return Split(paths, np.array(labels), class_names, train, validation, source)
 
 
@@ -91,7 +99,7 @@ def compile_model(model, num_classes, learning_rate, total_steps, warmup_steps, 
         warmup_target=learning_rate,
         warmup_steps=warmup_steps,
     )
-    loss = "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+    loss = outputs.loss(num_classes)
     jit_compile = {"auto": "auto", "on": True, "off": False}[jit]
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
 
@@ -108,19 +116,15 @@ def library_versions():
 
 
 def resolve_config(config):
-    """Checks the architecture and fills in its own image size when --image-size is 0."""
-    models.check_arch(config.arch)
-    if config.image_size == 0:
+    """Fills in the architecture's own image size when --image-size is not given."""
+    if config.image_size is None:
         config = dataclasses.replace(config, image_size=models.NATIVE_IMAGE_SIZE[config.arch])
-    if config.image_size < 16:
-        raise UsageError(f"`--image-size` must be between 16 and 1024 (or 0). Received: {config.image_size}")
     return config
 
 
 def train(config):
     """Trains `config.arch` on `config.data_dir` and writes the model and its reports to `config.model_dir`."""
     config = resolve_config(config)
-    folders.check_writable_folder(config.model_dir, "--model-dir")
     # Multi-worker needs its strategy before TensorFlow starts its runtime.
     strategy = distribute.make_strategy(config.strategy, config.workers, config.worker_index)
     if not distribute.is_chief(strategy):  # Only the chief writes model files; the others keep their resume state here.
@@ -131,7 +135,8 @@ def train(config):
     started = time.time()
     keras.utils.set_random_seed(config.seed)
 
-    split = scan(config)
+    split = scan(config)  # Before --model-dir is made: a wrong folder layout leaves nothing behind.
+    folders.check_writable_folder(config.model_dir, "--model-dir")
     start_checkpoints(config)  # Only once the data is known to be there: never lose a resumable run to a typo.
     num_classes = len(split.class_names)
     policy = devices.precision_policy(config.mixed_precision)
@@ -144,16 +149,16 @@ def train(config):
     )
     cache_file = os.path.join(config.model_dir, ".decoded-images.npy")
     try:
+        devices.set_policy(policy)
+        model = _build(config, strategy, num_classes)
         print(f"Decoding and checking every image at {config.image_size}x{config.image_size} px...")
         images, errors = data.decode_all(split.paths, config.image_size, config.cache_mb * 2**20, cache_file)
         where = "on disk" if isinstance(images, np.memmap) else "in RAM"
         decode_seconds = time.time() - started
         print(f"Cached {images.nbytes / 2**20:.0f} MB of decoded images {where} in {decode_seconds:.0f} s.")
         split = drop_unreadable(split, errors, config.model_dir, config.strict)
-        devices.set_policy(policy)
-        # Binary cross-entropy wants float labels shaped like the one sigmoid output.
-        labels = split.labels.astype(np.float32)[:, None] if num_classes == 2 else split.labels.astype(np.int32)
-        history, model = _fit(config, strategy, split, images, labels)
+        labels = outputs.encode_labels(split.labels, num_classes)
+        history, model = _fit(config, strategy, model, split, images, labels)
         devices.set_policy("float32")
         if not distribute.is_chief(strategy):
             print(f"Worker finished training; the chief writes the model. Resume state kept in {config.model_dir}.")
@@ -162,6 +167,10 @@ def train(config):
         model = devices.with_policy(model, "float32", copy=distribute.is_distributed(strategy))
         # Evaluate as predict.py will label, so the report matches what users get.
         counts = _evaluate(devices.inference_model(model), config, split, images, labels, history)
+    except UsageError:
+        if not config.resume:  # A fresh run that stopped on bad data has nothing to resume.
+            shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
+        raise
     finally:
         devices.set_policy("float32")
         if os.path.exists(cache_file):
@@ -176,7 +185,7 @@ def train(config):
         "architecture": config.arch,
         "trained_with": policy,
         "devices": distribute.describe(strategy),
-        "threshold": 0.5,
+        "threshold": outputs.DEFAULT_THRESHOLD,
         "config": dataclasses.asdict(config),
         "validation": {
             "source": split.validation_source,
@@ -199,6 +208,8 @@ def train(config):
         "versions": library_versions(),
     }
     artifacts.save_model(model, config.model_dir, metadata)
+    # The run is complete: its resume state and best-epoch weights are in model.h5 now.
+    shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
     _print_summary(metadata, config.model_dir)
     return 0
 
@@ -233,7 +244,9 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         if not self.earlier:
             return
         current = self.model.get_weights()
-        self.model.load_weights(self.best_weights_path)
+        with warnings.catch_warnings():  # Only the weights are wanted here, not the optimizer state beside them.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            self.model.load_weights(self.best_weights_path)
         self.best_weights = self.model.get_weights()
         self.model.set_weights(current)  # BackupAndRestore, after this, restores the latest state.
         losses = self.earlier["val_loss"]
@@ -281,21 +294,33 @@ def start_checkpoints(config):
     artifacts.write_text(os.path.join(checkpoint_dir, "run.json"), json.dumps(dataclasses.asdict(config), indent=2))
 
 
-def _fit(config, strategy, split, images, labels):
-    """Builds, compiles and fits the model; returns its history and the model with the best epoch's weights."""
+def _build(config, strategy, num_classes):
+    """Builds the network under `strategy`, prints its size and writes its layer summary to summary.txt."""
+    with strategy.scope():
+        model = models.build_model(config.arch, config.image_size, num_classes)
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    if distribute.is_chief(strategy):
+        lines = []
+        model.summary(line_length=100, print_fn=lambda line, *args, **kwargs: lines.append(line))
+        artifacts.write_text(os.path.join(config.model_dir, SUMMARY_FILE), "\n".join(lines) + "\n")
+    print(
+        f"Network '{config.arch}': {model.count_params():,} parameters ({trainable:,} trainable), "
+        f"layers listed in {os.path.join(config.model_dir, SUMMARY_FILE)}."
+    )
+    return model
+
+
+def _fit(config, strategy, model, split, images, labels):
+    """Compiles and fits `model`; returns its history and the model with the best epoch's weights."""
     num_classes = len(split.class_names)
     replicas = strategy.num_replicas_in_sync
     train_batches = data.replica_batches(strategy, images, labels, split.train, config.batch_size, seed=config.seed)
     validation_batches = data.replica_batches(
         strategy, images, labels, split.validation, config.batch_size, what="validation"
     )
-    if replicas == 1:
-        steps_per_epoch = int(np.ceil(len(split.train) / config.batch_size))
-    else:  # Whole global batches only (see data.replica_batches).
-        steps_per_epoch = len(split.train) // (config.batch_size * replicas)
+    steps_per_epoch = data.steps_per_epoch(len(split.train), config.batch_size, replicas)
     learning_rate = distribute.scaled_learning_rate(config.learning_rate, replicas)
     with strategy.scope():
-        model = models.build_model(config.arch, config.image_size, num_classes)
         compile_model(model, num_classes, learning_rate, steps_per_epoch * config.epochs, steps_per_epoch, config.jit)
     distribute.fix_multi_worker_fit(model, strategy)
     print(
@@ -357,7 +382,7 @@ def _evaluate(model, config, split, images, labels, history):
     num_classes = len(split.class_names)
     validation_batches = data.batches(images, labels, split.validation, config.batch_size)
     # The same labelling rule as predict.py, at the model's threshold.
-    predicted, _ = predict.label_rows(model.predict(validation_batches, verbose=0), num_classes, 0.5)
+    predicted, _ = outputs.label_rows(model.predict(validation_batches, verbose=0))
     counts = report.confusion_matrix(split.labels[split.validation], predicted, num_classes)
     text = report.text_report(counts, split.class_names)
     artifacts.write_text(os.path.join(config.model_dir, "report.txt"), text)

@@ -8,7 +8,7 @@ from conftest import class_image, write_class_tree
 from PIL import Image
 
 import config
-from imgclf import data, folders, images, predict, train
+from imgclf import data, folders, images, labeling, train
 
 
 def _rgb(size=(30, 20)):
@@ -106,4 +106,4 @@ def test_prediction_gives_every_file_exactly_one_row(tmp_path):
     assert len(seen) == len(paths) == len(READABLE) + len(UNREADABLE) + 2
     failed = {os.path.basename(p) for p, e in zip(paths, seen) if e}
     assert failed == set(UNREADABLE)
-    assert predict.safe_cell("=cmd|' /C calc'!A0").startswith("'")
+    assert labeling.safe_cell("=cmd|' /C calc'!A0").startswith("'")

@@ -53,7 +53,8 @@ def test_flags_override_defaults():
     [
         (["--validation-split", "1.5"], "`--validation-split` must be between 0.01 and 0.9. Received: 1.5"),
         (["--epochs", "0"], "`--epochs` must be between 1 and 10000. Received: 0"),
-        (["--image-size", "-8"], "`--image-size` must be between 0 and 1024. Received: -8"),
+        (["--image-size", "8"], "`--image-size` must be between 16 and 1024. Received: 8"),
+        (["--arch", "vgg99"], "`--arch` must be one of compact, simple. Received: vgg99"),
         (["--seed", "-1"], "`--seed` must be at least 0. Received: -1"),
         (["--mixed-precision", "sometimes"], "`--mixed-precision` must be one of auto, on, off. Received: sometimes"),
         (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),

@@ -85,7 +85,8 @@ def test_missing_input_message(tmp_path):
 
 
 def test_empty_input_message(tmp_path):
-    with pytest.raises(UsageError, match=r"no files found\. Put the images to label there\."):
+    expected = r"no pictures there to label\. Put them there \(sub-folders are fine\), or pass --input"
+    with pytest.raises(UsageError, match=expected):
         folders.list_inputs([str(tmp_path)])
 
 

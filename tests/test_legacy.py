@@ -131,7 +131,7 @@ def test_full_model_h5_with_batch_norm_and_functional_layers(tmp_path):
     twin.set_weights([np.asarray(w, np.float32) for name in ("conv2d_1", "bn_1", "dense_1") for w in weights[name]])
     model = legacy.load(path)
     np.testing.assert_allclose(np.asarray(model(_images())), np.asarray(twin(_images())), rtol=1e-5, atol=1e-6)
-    assert legacy.metadata_for(model, None, path)["class_names"] == ["class_0", "class_1", "class_2"]
+    assert artifacts.metadata_for(model, None, path)["class_names"] == ["class_0", "class_1", "class_2"]
 
 
 def test_keras_1_spellings_and_w_b_weight_names(tmp_path):
@@ -187,7 +187,7 @@ def test_convert_round_trip_gives_identical_outputs(tmp_path):
     _write_full_model(tmp_path / "old.h5", {"class_name": "Sequential", "config": specs},
                       [s["config"]["name"] for s in specs], weights)  # fmt: skip
     model = legacy.load(tmp_path / "old.h5")
-    metadata = legacy.metadata_for(model, ["cats", "dogs"], tmp_path / "old.h5")
+    metadata = artifacts.metadata_for(model, ["cats", "dogs"], tmp_path / "old.h5")
     artifacts.save_model(model, str(tmp_path / "new"), metadata)
     converted = artifacts.load_model(str(tmp_path / "new" / "model.h5"))
     artifacts.check_matches_metadata(converted, "model.h5", artifacts.read_metadata(str(tmp_path / "new" / "model.h5")))

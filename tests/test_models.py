@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+import config
 from imgclf import models
 from imgclf.cli import UsageError
 
@@ -43,6 +44,7 @@ def test_default_uses_batch_norm_global_pooling_and_dropout():
     assert {"BatchNormalization", "GlobalAveragePooling2D", "Dropout"} <= kinds
 
 
-def test_unknown_architecture_lists_the_known_ones():
+def test_the_arch_flag_offers_exactly_the_registered_architectures():
+    assert sorted(config.ARCHITECTURES) == sorted(models.ARCHITECTURES) == sorted(models.NATIVE_IMAGE_SIZE)
     with pytest.raises(UsageError, match=r"`--arch` must be one of compact, simple\. Received: vgg99"):
-        models.build_model("vgg99", 32, 2)
+        config.TrainConfig(arch="vgg99")

@@ -57,13 +57,13 @@ def test_class_with_no_readable_image(tmp_path):
 
 
 def test_image_size_below_sixteen(tmp_path):
-    with pytest.raises(UsageError, match=r"`--image-size` must be between 16 and 1024 \(or 0\)\. Received: 8"):
+    with pytest.raises(UsageError, match=r"`--image-size` must be between 16 and 1024\. Received: 8"):
         train.train(_config(tmp_path, image_size=8))
 
 
 @pytest.mark.parametrize("arch, size", [("simple", 64), ("compact", 96)])
-def test_image_size_zero_means_the_architectures_own(tmp_path, arch, size):
-    assert train.resolve_config(_config(tmp_path, arch=arch, image_size=0)).image_size == size
+def test_no_image_size_means_the_architectures_own(tmp_path, arch, size):
+    assert train.resolve_config(_config(tmp_path, arch=arch)).image_size == size
     assert train.resolve_config(_config(tmp_path, arch=arch, image_size=40)).image_size == 40
 
 

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from imgclf import artifacts, data, devices, folders, legacy, report
+from imgclf import artifacts, data, devices, folders, legacy, outputs, report
 from imgclf.cli import UsageError
 
 
@@ -25,10 +25,22 @@ def load_for_prediction(config):
     if legacy.is_legacy_file(model_file):
         model = legacy.load(model_file, config.weights or None, config.rescale)
         classes = [name.strip() for name in config.classes.split(",")] if config.classes else None
-        return model, legacy.metadata_for(model, classes, model_file, config.resize or "nearest"), model_file
-    if config.classes or config.weights:
-        flag = "--classes" if config.classes else "--weights"
-        raise UsageError(f"{flag} is only for Keras 2 model files; {model_file} has its metadata.json.")
+        return model, artifacts.metadata_for(model, classes, model_file, config.resize or "nearest"), model_file
+    if config.weights:
+        raise UsageError(f"--weights is only for Keras 2 architecture files (.json); {model_file} holds its weights.")
+    if not artifacts.has_metadata(model_file):
+        # A Keras 3 model file on its own: --classes says what its outputs are, the file says the rest.
+        if not config.classes:
+            raise UsageError(
+                f"{model_file}: no metadata.json beside it to name the classes. Pass --classes A,B,... "
+                "(in the model's output order), or put the metadata.json written with it beside it."
+            )
+        model = artifacts.load_model(model_file, unsafe=config.unsafe_load)
+        classes = [name.strip() for name in config.classes.split(",")]
+        metadata = artifacts.metadata_for(model, classes, model_file, config.resize or "bilinear", "Keras 3")
+        return model, metadata, model_file
+    if config.classes:
+        raise UsageError(f"--classes: {model_file} has a metadata.json naming its classes. Leave --classes out.")
     metadata = artifacts.read_metadata(model_file)
     if not config.ignore_checksum:
         artifacts.check_checksum(model_file, metadata)
@@ -43,23 +55,6 @@ def convert(model, metadata, model_file, folder):
     artifacts.save_model(model, folder, {**metadata, "converted_from": os.path.abspath(model_file)})
     print(f"Converted {model_file} into {folder}/. Use it with: python predict.py --model-dir {folder}")
     return 0
-
-
-def label_rows(outputs, num_classes, threshold):
-    """(class index, confidence) for each row of model outputs."""
-    if num_classes == 2:
-        positive = outputs[:, 0]
-        chosen = (positive >= threshold).astype(np.int64)
-        confidence = np.where(chosen == 1, positive, 1.0 - positive)
-        return chosen, confidence
-    return outputs.argmax(axis=1), outputs.max(axis=1)
-
-
-def class_probabilities(probabilities, num_classes):
-    """Per-class probabilities; a single sigmoid output p becomes (1 - p, p)."""
-    if num_classes == 2:
-        return np.concatenate([1.0 - probabilities, probabilities], axis=1)
-    return probabilities
 
 
 def safe_cell(value):
@@ -87,12 +82,12 @@ def predict(config):
     model = devices.inference_model(model, config.mixed_precision)
     load_seconds = time.time() - started
     class_names = metadata["class_names"]
-    threshold = metadata.get("threshold", 0.5) if config.threshold is None else config.threshold
+    threshold = metadata.get("threshold", outputs.DEFAULT_THRESHOLD) if config.threshold is None else config.threshold
     true_labels = None
     if config.evaluate:
         if len(config.input) != 1 or not os.path.isdir(config.input[0]):
             raise UsageError("--evaluate needs one --input folder holding one sub-folder per class.")
-        paths, true_labels, _ = folders.scan_class_folders(config.input[0], classes=class_names)
+        paths, true_labels, _ = folders.scan_class_folders(config.input[0], classes=class_names, subset=True)
     else:
         paths = folders.list_inputs(config.input)
     output_dir = os.path.dirname(os.path.abspath(config.output))
@@ -108,9 +103,9 @@ def predict(config):
         batch_paths = paths[start : start + len(batch_errors)]
         start += len(batch_errors)
         reasons = [error.decode() for error in batch_errors.numpy()]
-        outputs = np.asarray(model.predict_on_batch(images))
-        chosen, confidence = label_rows(outputs, len(class_names), threshold)
-        probabilities = class_probabilities(outputs, len(class_names))
+        scores = np.asarray(model.predict_on_batch(images))
+        chosen, confidence = outputs.label_rows(scores, threshold)
+        probabilities = outputs.class_probabilities(scores)
         for path, reason, index, score, probs in zip(batch_paths, reasons, chosen, confidence, probabilities):
             if reason:
                 rows.append([path, "", "", *([""] * len(class_names)), reason])
