@@ -174,10 +174,16 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         shown = getattr(action, "shown", None)
         if shown is None:
             default = action.default
-            if default in (None, "", False, argparse.SUPPRESS) or action.dest == "help":
+            if any(default is nothing for nothing in (None, False, argparse.SUPPRESS)) or default == "":
                 return action.help
             shown = " ".join(map(str, default)) if isinstance(default, list) else _plain(default)
         return f"{action.help} (default: {shown})"
+
+
+def _allowed_range(low, high):
+    if low is None:
+        return ""
+    return f"{_plain(low)} to {_plain(high)}" if high is not None else f"at least {_plain(low)}"
 
 
 def _plain(value):
@@ -195,12 +201,13 @@ def build_parser(config_class, description, epilog=None):
             continue
         value_type = meta["kind"] or {int: int, float: float}.get(field.type, str)
         choices = [choice for choice in meta["choices"] or [] if choice]
+        allowed = _allowed_range(meta["low"], meta["high"])
         action = parser.add_argument(
             flag_name(field),
             type=value_type,
             default=default,
             nargs=meta["nargs"],
-            help=meta["help"],
+            help=f"{meta['help']}, {allowed}" if allowed else meta["help"],
             metavar="{" + ",".join(choices) + "}" if choices else None,
         )
         action.shown = meta["shown"]

@@ -71,12 +71,10 @@ def save_model(model, model_dir, metadata):
     All three are written to temporary files first and renamed into place only
     once every one of them is complete, so a failure leaves the old set intact.
     """
-    import keras
-
     hashes = {}
     weights_only = model
     if getattr(model, "optimizer", None) is not None:  # model.weights.h5 holds the weights alone, no optimizer state.
-        weights_only = keras.models.clone_model(model)
+        weights_only = model.__class__.from_config(model.get_config())  # clone_model would copy the optimizer too.
         weights_only.set_weights(model.get_weights())
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level

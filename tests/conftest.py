@@ -38,14 +38,25 @@ def write_class_tree(root, class_names, per_class, size=40, start_seed=0):
     return paths
 
 
-def run_script(script, *args, cwd=None, timeout=300):
-    """Runs one of the product's scripts in a fresh Python, as a user would; returns the CompletedProcess."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
+def _environment():
+    # PYTHONUNBUFFERED: output arrives line by line, as on a terminal; no GPU in tests; $PYTHON for shell lines.
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
+
+
+def run_script(script, *args, cwd=None, timeout=300, script_dir=ROOT):
+    """Runs one of the product's scripts (from `script_dir`) in a fresh Python, as a user would."""
     return subprocess.run(
-        [sys.executable, str(ROOT / script), *map(str, args)],
+        [sys.executable, str(pathlib.Path(script_dir) / script), *map(str, args)],
         cwd=cwd or ROOT,
-        env=env,
+        env=_environment(),
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def run_shell(command, cwd, timeout=300):
+    """Runs a bash command line in which $PYTHON is the tests' Python; returns the CompletedProcess."""
+    return subprocess.run(
+        ["bash", "-c", command], cwd=cwd, env=_environment(), capture_output=True, text=True, timeout=timeout
     )

@@ -85,3 +85,37 @@ def test_readme_documents_every_flag(config_class):
         config.flag_name(f) for f in dataclasses.fields(config_class) if f"`{config.flag_name(f)}`" not in readme
     ]
     assert not missing
+
+
+@pytest.mark.parametrize("script", ["train_cnn.py", "predict.py"])
+def test_help_lists_choices_ranges_exit_statuses_and_each_default_once(script):
+    from conftest import run_script
+
+    result = run_script(script, "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps lines at the terminal's width.
+    assert "(default: None)" not in text and "(default: )" not in text
+    assert all(text.count(f"(default: {shown}) (default:") == 0 for shown in ("the model's, 0.5", "read TF_CONFIG"))
+    assert "[--mixed-precision {auto,on,off}]" in text and "0.00392" not in text
+    assert "exit status: 0" in text and " 2 usage error" in text
+    if script == "train_cnn.py":
+        assert "[--arch {compact,simple}]" in text and "16 to 1024" in text and "(default: 0)" in text
+        assert "summary.txt" in text and "read TF_CONFIG" in text
+    else:
+        assert "(default: 1/255)" in text and "predictions.csv" in text
+
+
+def test_bad_flag_values_are_answered_before_tensorflow_loads():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    check = (
+        "import runpy, sys; sys.argv = ['train_cnn.py', '--arch', 'vgg99']\n"
+        "try:\n    runpy.run_path('train_cnn.py', run_name='__main__')\n"
+        "except SystemExit as exit:\n    print(exit.code, 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["2", "False", "False"], result.stdout + result.stderr
+    assert "`--arch` must be one of compact, simple. Received: vgg99" in result.stderr

@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import json
+import shutil
 
 import pytest
 from conftest import run_script, write_class_tree
@@ -18,6 +19,7 @@ MODEL_FILES = [
     "confusion_matrix.png",
     "report.txt",
     "skipped_files.txt",
+    "summary.txt",
 ]
 
 
@@ -77,6 +79,23 @@ def test_training_writes_every_artifact(trained):
     assert "sensitivity (recall of 'dogs')" in (model_dir / "report.txt").read_text()
     assert "Validation accuracy" in result.stdout
     assert not list(model_dir.glob(".tmp-*")) and not (model_dir / ".decoded-images.npy").exists()
+    assert not (model_dir / "checkpoints").exists()  # A finished run has nothing to resume; model.h5 is the best epoch.
+
+
+def test_the_network_size_is_printed_first_and_summarised(trained):
+    _, _, model_dir, result = trained
+    first_lines = result.stdout.splitlines()[:4]
+    assert any(line.startswith("Network 'compact': ") and " parameters (" in line for line in first_lines)
+    summary = (model_dir / "summary.txt").read_text()
+    assert "Total params" in summary and "predictions (Dense)" in summary
+
+
+def test_weights_file_holds_the_weights_alone(trained):
+    import h5py
+
+    _, _, model_dir, _ = trained
+    with h5py.File(model_dir / "model.weights.h5") as handle:
+        assert "optimizer" not in handle and "layers" in handle
 
 
 def test_unreadable_training_file_is_skipped_and_listed(trained):
@@ -140,6 +159,37 @@ def test_evaluate_and_sort_into_leave_originals_untouched(trained):
     sorted_files = list((root / "sorted").rglob("*.*"))
     assert len(sorted_files) == 16 and {p.parent.name for p in sorted_files} <= {"cats", "dogs"}
     assert before == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in test_set.rglob("*") if p.is_file()}
+
+
+def test_evaluate_on_some_of_the_classes(trained):
+    root, data_dir, model_dir, _ = trained
+    only_cats = root / "only_cats"
+    shutil.copytree(data_dir / "Test_Set" / "cats", only_cats / "cats")
+    output = root / "cats.csv"
+    args = ["--model-dir", model_dir, "--input", only_cats, "--output", output, "--evaluate"]
+    result = run_script("predict.py", *args)
+    assert result.returncode == 0, result.stderr
+    report = (root / "cats_report.txt").read_text()
+    assert "(8 images" not in report and "/8)" in report.splitlines()[0]
+    shutil.copytree(data_dir / "Test_Set" / "dogs", only_cats / "wolves")
+    result = run_script("predict.py", *args)
+    assert result.returncode == 2
+    assert "its class folders ['wolves'] are not classes of the model ['cats', 'dogs']" in result.stderr
+
+
+def test_a_model_file_without_its_metadata_works_with_classes(trained):
+    root, data_dir, model_dir, _ = trained
+    alone = root / "alone"
+    alone.mkdir()
+    shutil.copy(model_dir / "model.h5", alone / "model.h5")
+    args = ["--model", alone / "model.h5", "--input", data_dir / "Predict"]
+    result = run_script("predict.py", *args, "--output", root / "alone.csv")
+    assert result.returncode == 2 and "no metadata.json beside it to name the classes. Pass --classes" in result.stderr
+    result = run_script("predict.py", *args, "--classes", "cats,dogs", "--output", root / "alone.csv")
+    assert result.returncode == 0, result.stderr
+    result = run_script("predict.py", "--model-dir", model_dir, "--input", data_dir / "Predict", "--output",
+                        root / "with.csv")  # fmt: skip
+    assert [row["label"] for row in _rows(root / "alone.csv")] == [row["label"] for row in _rows(root / "with.csv")]
 
 
 def test_three_classes_without_test_set_use_a_split_and_softmax(tmp_path):
