@@ -34,3 +34,19 @@ def test_plots_are_png_files(tmp_path):
     )
     for name in ("cm.png", "curves.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_long_and_cjk_class_names_are_whole_and_plot_without_glyph_warnings(tmp_path):
+    import warnings
+
+    names = ["猫", "a-rather-long-class-name"]
+    text = report.text_report(np.array([[3, 1], [0, 4]]), names)
+    header = text.splitlines()[
+        text.splitlines().index("confusion matrix (rows: true class, columns: predicted class)") + 1
+    ]
+    assert header.split() == names  # Not cut to 9 characters.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Matplotlib's "Glyph ... missing from font" is a UserWarning.
+        report.plot_confusion_matrix(np.array([[3, 1], [0, 4]]), names, tmp_path / "cm.png")
+    assert (tmp_path / "cm.png").stat().st_size > 1000
+    assert report._drawable_names(["Dogs", "é"]) == ["Dogs", "é"]
