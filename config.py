@@ -12,8 +12,16 @@ import sys
 from imgclf.cli import UsageError
 
 # The registered architectures (`imgclf/models.py` builds them); listed here so that a
-# wrong --arch is refused before TensorFlow is imported.
-ARCHITECTURES = ["compact", "simple"]
+# wrong --arch is refused before TensorFlow is imported. The first six start from ImageNet weights.
+PRETRAINED = [
+    "efficientnet_lite0",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_v2_b0",
+    "resnet50",
+    "vgg16",
+]
+ARCHITECTURES = [*PRETRAINED, "compact", "simple"]
 
 
 def setting(default, help, *, low=None, high=None, choices=None, nargs=None, kind=None, shown=None):
@@ -48,8 +56,9 @@ class TrainConfig(_Checked):
     data_dir: str = setting("Dataset", "folder holding Training_Set/<class>/ and optionally Test_Set/<class>/")
     model_dir: str = setting("models", "folder the model and its reports are written to")
     arch: str = setting(
-        "compact",
-        "network: 'compact' (batch norm, residual, global pooling) or 'simple' (the classic tutorial network)",
+        "efficientnet_lite0",
+        "network: efficientnet_lite0 (ImageNet weights, installed) or another pretrained one (weights downloaded "
+        "once by Keras), compact (trained from scratch) or simple (the classic tutorial network)",
         choices=ARCHITECTURES,
     )
     image_size: int | None = setting(
@@ -58,7 +67,13 @@ class TrainConfig(_Checked):
         low=16,
         high=1024,
         kind=int,
-        shown="the architecture's own: 96 compact, 64 simple",
+        shown="the architecture's own: 224 pretrained, 96 compact, 64 simple",
+    )
+    backbone_weights: str = setting(
+        "", "pretrained architectures: a weights file to use instead of the ImageNet weights Keras downloads"
+    )
+    init_from: str = setting(
+        "", "start from the model in this folder (trained here earlier); other classes get a new output layer"
     )
     epochs: int = setting(14, "maximum passes over the training images", low=1, high=10000)
     batch_size: int = setting(
@@ -74,7 +89,7 @@ class TrainConfig(_Checked):
     seed: int = setting(1337, "seed for the validation split, shuffling, augmentation and initial weights", low=0)
     mixed_precision: str = setting(
         "auto",
-        "bfloat16 on CPUs with AMX/AVX-512 BF16, float16 on GPUs: auto, on or off",
+        "auto (bfloat16 on CPUs with AMX, float16 on GPUs with tensor cores, where each is faster), on or off",
         choices=["auto", "on", "off"],
     )
     jit: str = setting(
@@ -134,7 +149,7 @@ class PredictConfig(_Checked):
     unsafe_load: bool = setting(False, "allow Lambda layers and non-Keras classes: only for model files you trust")
     mixed_precision: str = setting(
         "auto",
-        "compute in bfloat16 on CPUs with AMX/AVX-512 BF16, float16 on GPUs: auto, on or off",
+        "labeling arithmetic: auto (bfloat16 on CPUs with AMX, float16 on GPUs with tensor cores), on or off",
         choices=["auto", "on", "off"],
     )
 

@@ -71,6 +71,30 @@ def decode_all(paths, image_size, cache_bytes, cache_file):
     return images, errors
 
 
+def extract_features(backbone, paths, image_size, batch_size=64):
+    """Decodes every file once and runs it through a frozen `backbone`: one feature vector per file.
+
+    What a pretrained model's head is trained on. Only the features are kept, not
+    the images (8000 photos: 41 MB instead of 1.2 GB at 224 px), and the decoding
+    of the next batches overlaps the backbone's work on this one.
+
+    Returns:
+        (features, errors): the `(n, dimensions)` float32 array (zeros for a file
+        that could not be read), and `(index, reason)` for each such file.
+    """
+    features = np.zeros((len(paths), backbone.output.shape[-1]), np.float32)
+    errors = []
+    start = 0
+    for batch_images, batch_errors in decode_dataset(paths, image_size, batch_size):
+        count = len(batch_errors)
+        # A NumPy float32 batch: an eager uint8 tensor made the backbone half as fast (measured, TF 2.21 CPU).
+        pixels = np.asarray(batch_images, np.float32)
+        features[start : start + count] = np.asarray(backbone.predict_on_batch(pixels), np.float32)
+        errors.extend((start + i, e.decode()) for i, e in enumerate(batch_errors.numpy()) if e)
+        start += count
+    return features, errors
+
+
 class RandomAffine(keras.layers.Layer):
     """Random flip, rotation, zoom, shear and shift of each image, in one bilinear resampling.
 
@@ -152,7 +176,9 @@ def batches(
         return images[ordered], labels[ordered]
 
     def gather_tensor(batch_indices):
-        batch_images, batch_labels = tf.numpy_function(gather, [batch_indices], (tf.uint8, label_dtype))
+        batch_images, batch_labels = tf.numpy_function(
+            gather, [batch_indices], (tf.as_dtype(images.dtype), label_dtype)
+        )
         batch_images.set_shape((None, *images.shape[1:]))
         batch_labels.set_shape((None, *labels.shape[1:]))
         return tf.cast(batch_images, tf.float32), batch_labels
@@ -167,7 +193,7 @@ def batches(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def replica_batches(strategy, images, labels, indices, batch_size, *, seed=None, what="training"):
+def replica_batches(strategy, images, labels, indices, batch_size, *, seed=None, augment=True, what="training"):
     """`batches` for every replica of a tf.distribute `strategy`: `batch_size` images each per step.
 
     With one replica this is `batches` itself. With several, each worker's input
@@ -181,13 +207,15 @@ def replica_batches(strategy, images, labels, indices, batch_size, *, seed=None,
 
     Args:
         seed: shuffle and augment (training); None keeps the order (validation).
+        augment: with a seed, apply the image augmentation (not to feature vectors).
     """
     replicas = strategy.num_replicas_in_sync
-    augment = seed is not None
+    shuffled = seed is not None
+    augment = shuffled and augment
     if replicas == 1:
         augmentation = make_augmentation(seed) if augment else None
         return batches(images, labels, indices, batch_size, shuffle_seed=seed, augmentation=augmentation)
-    if not augment:  # Validation: a fixed random order, so the images left out are a random few, not one class.
+    if not shuffled:  # Validation: a fixed random order, so the images left out are a random few, not one class.
         indices = np.random.default_rng(0).permutation(indices)
     steps = steps_per_epoch(len(indices), batch_size, replicas)
     if steps == 0:

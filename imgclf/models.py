@@ -1,14 +1,16 @@
 """The architectures, as small builder functions in a registry.
 
-Every model takes raw pixel values (0-255, float32) and rescales them itself,
-so prediction cannot drift from training. Two classes end in one sigmoid unit,
-three or more in a softmax.
+Every model takes raw pixel values (0-255, float32) and preprocesses them itself,
+so prediction cannot drift from training; its output layer follows the rule in
+`imgclf/outputs.py`. Pretrained architectures are a frozen ImageNet backbone
+(`imgclf/backbones.py`) followed by a head (dropout and the output layer), the
+only part training changes.
 """
 
 import keras
 from keras import layers
 
-from imgclf import outputs
+from imgclf import backbones, outputs
 
 
 def _classifier(x, num_classes):
@@ -61,11 +63,51 @@ def build_compact(input_shape, num_classes, widths=(32, 64, 128, 256), dropout=0
     return keras.Model(inputs, _classifier(x, num_classes), name="compact")
 
 
-ARCHITECTURES = {"compact": build_compact, "simple": build_simple}
-# The image size each architecture was designed for, used when --image-size is 0.
-NATIVE_IMAGE_SIZE = {"compact": 96, "simple": 64}
+def _pretrained(name):
+    def build(input_shape, num_classes, backbone_weights=None, dropout=0.2):
+        backbone = backbones.build_backbone(name, input_shape, backbone_weights)
+        backbone.trainable = False
+        inputs = keras.Input(shape=input_shape)
+        x = layers.Dropout(dropout, name="head_dropout")(backbone(inputs))
+        return keras.Model(inputs, _classifier(x, num_classes), name=name)
+
+    build.__doc__ = f"The ImageNet-pretrained {name}, frozen, followed by dropout and the output layer."
+    return build
 
 
-def build_model(name, image_size, num_classes):
+ARCHITECTURES = {
+    "compact": build_compact,
+    "simple": build_simple,
+    **{name: _pretrained(name) for name in backbones.PRETRAINED},
+}
+# The image size each architecture was designed for, used when --image-size is not given.
+NATIVE_IMAGE_SIZE = {"compact": 96, "simple": 64, **{name: 224 for name in backbones.PRETRAINED}}
+
+
+def build_model(name, image_size, num_classes, backbone_weights=None):
     """Builds the registered architecture `name` for square RGB images of `image_size` pixels."""
-    return ARCHITECTURES[name]((image_size, image_size, 3), num_classes)
+    build = ARCHITECTURES[name]
+    extra = {"backbone_weights": backbone_weights} if name in backbones.PRETRAINED else {}
+    return build((image_size, image_size, 3), num_classes, **extra)
+
+
+def backbone_and_head(model):
+    """(frozen backbone, head) of a pretrained model, or None for a network trained whole.
+
+    The head is a model of its own from the backbone's features to the output,
+    made of the very layers of `model`, so training it trains `model`.
+    """
+    backbone = model.layers[1] if len(model.layers) > 1 else None
+    if not isinstance(backbone, keras.Model) or backbone.trainable:
+        return None
+    features = keras.Input(shape=backbone.output.shape[1:], name="features")
+    x = features
+    for layer in model.layers[2:]:
+        x = layer(x)
+    return backbone, keras.Model(features, x, name=f"{model.name}_head")
+
+
+def with_new_output(model, num_classes):
+    """`model` (trained earlier) for `num_classes` classes: its body kept, a new output layer in place of its own."""
+    body = model.get_layer("predictions").input
+    return keras.Model(model.inputs, _classifier(body, num_classes), name=model.name)

@@ -116,7 +116,15 @@ def library_versions():
 
 
 def resolve_config(config):
-    """Fills in the architecture's own image size when --image-size is not given."""
+    """Fills in the image size: the architecture's own, or with --init-from the earlier model's (and its arch)."""
+    if config.init_from:
+        earlier = artifacts.read_metadata(os.path.join(config.init_from, artifacts.MODEL_FILE))
+        if config.image_size not in (None, earlier["image_size"]):
+            raise UsageError(
+                f"--image-size {config.image_size}: the model in --init-from {config.init_from} takes "
+                f"{earlier['image_size']} px images. Leave --image-size out."
+            )
+        return dataclasses.replace(config, arch=earlier["architecture"], image_size=earlier["image_size"])
     if config.image_size is None:
         config = dataclasses.replace(config, image_size=models.NATIVE_IMAGE_SIZE[config.arch])
     return config
@@ -139,10 +147,10 @@ def train(config):
     folders.check_writable_folder(config.model_dir, "--model-dir")
     start_checkpoints(config)  # Only once the data is known to be there: never lose a resumable run to a typo.
     num_classes = len(split.class_names)
-    policy = devices.precision_policy(config.mixed_precision)
+    policy, why = devices.precision_choice(config.mixed_precision)
     for warning in devices.unusable_gpu_warnings():
         print(warning, file=sys.stderr)
-    print(f"Training on {devices.describe()}: {distribute.describe(strategy)}, {policy} arithmetic.")
+    print(f"Training on {devices.describe()}: {distribute.describe(strategy)}, {policy} arithmetic ({why}).")
     print(
         f"Classes ({num_classes}): {', '.join(split.class_names)}. "
         f"{len(split.train)} training and {len(split.validation)} validation files ({split.validation_source})."
@@ -150,23 +158,33 @@ def train(config):
     cache_file = os.path.join(config.model_dir, ".decoded-images.npy")
     try:
         devices.set_policy(policy)
-        model = _build(config, strategy, num_classes)
-        print(f"Decoding and checking every image at {config.image_size}x{config.image_size} px...")
-        images, errors = data.decode_all(split.paths, config.image_size, config.cache_mb * 2**20, cache_file)
-        where = "on disk" if isinstance(images, np.memmap) else "in RAM"
+        model = _build(config, strategy, split.class_names)
+        parts = models.backbone_and_head(model)
+        if parts:  # Pretrained: the frozen backbone sees each image once; the head trains on its features.
+            backbone, trainee = parts
+            print(f"Computing {backbone.name} features of every image at {config.image_size}x{config.image_size} px...")
+            inputs, errors = data.extract_features(backbone, split.paths, config.image_size)
+            what = f"{inputs.shape[1]} features per image"
+        else:
+            trainee = model
+            print(f"Decoding and checking every image at {config.image_size}x{config.image_size} px...")
+            inputs, errors = data.decode_all(split.paths, config.image_size, config.cache_mb * 2**20, cache_file)
+            what = "decoded images " + ("on disk" if isinstance(inputs, np.memmap) else "in RAM")
         decode_seconds = time.time() - started
-        print(f"Cached {images.nbytes / 2**20:.0f} MB of decoded images {where} in {decode_seconds:.0f} s.")
+        print(f"Cached {inputs.nbytes / 2**20:.0f} MB of {what} in {decode_seconds:.0f} s.")
         split = drop_unreadable(split, errors, config.model_dir, config.strict)
         labels = outputs.encode_labels(split.labels, num_classes)
-        history, model = _fit(config, strategy, model, split, images, labels)
+        history = _fit(config, strategy, trainee, split, inputs, labels, augment=parts is None)
         devices.set_policy("float32")
         if not distribute.is_chief(strategy):
             print(f"Worker finished training; the chief writes the model. Resume state kept in {config.model_dir}.")
             return 0
         # What is saved runs on any machine: float32, and outside any distribution strategy.
         model = devices.with_policy(model, "float32", copy=distribute.is_distributed(strategy))
-        # Evaluate as predict.py will label, so the report matches what users get.
-        counts = _evaluate(devices.inference_model(model), config, split, images, labels, history)
+        # Evaluate as predict.py will label, so the report matches what users get (the head on the
+        # backbone's features computes exactly what the whole network does).
+        trainee = models.backbone_and_head(model)[1] if parts else model
+        counts = _evaluate(devices.inference_model(trainee), config, split, inputs, labels, history)
     except UsageError:
         if not config.resume:  # A fresh run that stopped on bad data has nothing to resume.
             shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
@@ -181,7 +199,7 @@ def train(config):
         "image_size": config.image_size,
         "color_mode": "rgb",
         "resize": "bilinear",
-        "preprocessing": "EXIF-upright, RGB, bilinear resize to a square; the model rescales 0-255 itself",
+        "preprocessing": "EXIF-upright, RGB, bilinear resize to a square; the model preprocesses 0-255 pixels itself",
         "architecture": config.arch,
         "trained_with": policy,
         "devices": distribute.describe(strategy),
@@ -294,10 +312,15 @@ def start_checkpoints(config):
     artifacts.write_text(os.path.join(checkpoint_dir, "run.json"), json.dumps(dataclasses.asdict(config), indent=2))
 
 
-def _build(config, strategy, num_classes):
-    """Builds the network under `strategy`, prints its size and writes its layer summary to summary.txt."""
+def _build(config, strategy, class_names):
+    """Builds the network under `strategy` (or loads --init-from), prints its size and writes summary.txt."""
     with strategy.scope():
-        model = models.build_model(config.arch, config.image_size, num_classes)
+        if config.init_from:
+            model = _earlier_model(config.init_from, class_names)
+        else:
+            model = models.build_model(
+                config.arch, config.image_size, len(class_names), config.backbone_weights or None
+            )
     trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
     if distribute.is_chief(strategy):
         lines = []
@@ -310,11 +333,34 @@ def _build(config, strategy, num_classes):
     return model
 
 
-def _fit(config, strategy, model, split, images, labels):
-    """Compiles and fits `model`; returns its history and the model with the best epoch's weights."""
+def _earlier_model(folder, class_names):
+    """The model trained earlier in `folder`: whole when its classes are these, else with a new output layer."""
+    model_file = os.path.join(folder, artifacts.MODEL_FILE)
+    metadata = artifacts.read_metadata(model_file)
+    artifacts.check_checksum(model_file, metadata)
+    model = artifacts.load_model(model_file)
+    artifacts.check_matches_metadata(model, model_file, metadata)
+    model = devices.with_policy(model, keras.mixed_precision.global_policy().name)
+    if metadata["class_names"] == list(class_names):
+        print(f"Starting from the model in {folder} (same classes): all its weights.")
+        return model
+    print(
+        f"Starting from the model in {folder}: its classes {metadata['class_names']} differ, so its body is kept "
+        f"and a new output layer is trained for {list(class_names)}."
+    )
+    return models.with_new_output(model, len(class_names))
+
+
+def _fit(config, strategy, model, split, images, labels, augment=True):
+    """Compiles and fits `model` on `images` (or feature vectors: `augment` False); returns the history.
+
+    `model` ends with the best epoch's weights.
+    """
     num_classes = len(split.class_names)
     replicas = strategy.num_replicas_in_sync
-    train_batches = data.replica_batches(strategy, images, labels, split.train, config.batch_size, seed=config.seed)
+    train_batches = data.replica_batches(
+        strategy, images, labels, split.train, config.batch_size, seed=config.seed, augment=augment
+    )
     validation_batches = data.replica_batches(
         strategy, images, labels, split.validation, config.batch_size, what="validation"
     )
@@ -374,7 +420,7 @@ def _fit(config, strategy, model, split, images, labels):
     history = read_history(partial_history)
     with open(partial_history, encoding="utf-8") as handle:
         artifacts.write_text(os.path.join(config.model_dir, "history.csv"), handle.read())
-    return history, model
+    return history
 
 
 def _evaluate(model, config, split, images, labels, history):

@@ -2,9 +2,9 @@
 
 The repository's files (as `git ls-files` lists them: a clone's contents,
 including the empty `Dataset/Test_Set/` and `Dataset/Predict/` with their
-.gitkeep) are copied into a temporary folder, photos are put where the README
-says, and the real scripts run there with their default paths, as a new user
-runs them.
+.gitkeep, plus new files not yet committed and not ignored) are copied into a
+temporary folder, photos are put where the README says, and the real scripts
+run there with their default paths, as a new user runs them.
 """
 
 import csv
@@ -22,7 +22,11 @@ FAST = ["--epochs", "1", "--image-size", "32", "--batch-size", "8"]
 
 def _clone(destination):
     tracked = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True, text=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+        text=True,
     ).stdout.split("\0")
     for name in filter(None, tracked):
         source = ROOT / name
