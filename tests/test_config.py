@@ -54,7 +54,13 @@ def test_flags_override_defaults():
         (["--validation-split", "1.5"], "`--validation-split` must be between 0.01 and 0.9. Received: 1.5"),
         (["--epochs", "0"], "`--epochs` must be between 1 and 10000. Received: 0"),
         (["--image-size", "8"], "`--image-size` must be between 16 and 1024. Received: 8"),
-        (["--arch", "vgg99"], "`--arch` must be one of compact, simple. Received: vgg99"),
+        (
+            ["--arch", "vgg99"],
+            (
+                "`--arch` must be one of efficientnet_lite0, mobilenet_v3_small, mobilenet_v3_large, "
+                "efficientnet_v2_b0, resnet50, vgg16, compact, simple. Received: vgg99"
+            ),
+        ),
         (["--seed", "-1"], "`--seed` must be at least 0. Received: -1"),
         (["--mixed-precision", "sometimes"], "`--mixed-precision` must be one of auto, on, off. Received: sometimes"),
         (["--epochs", "ten"], "argument --epochs: invalid int value: 'ten'"),
@@ -99,7 +105,11 @@ def test_help_lists_choices_ranges_exit_statuses_and_each_default_once(script):
     assert "[--mixed-precision {auto,on,off}]" in text and "0.00392" not in text
     assert "exit status: 0" in text and " 2 usage error" in text
     if script == "train_cnn.py":
-        assert "[--arch {compact,simple}]" in text and "16 to 1024" in text and "(default: 0)" in text
+        assert (
+            "[--arch {efficientnet_lite0,mobilenet_v3_small," in text
+            and "16 to 1024" in text
+            and "(default: 0)" in text
+        )
         assert "summary.txt" in text and "read TF_CONFIG" in text
     else:
         assert "(default: 1/255)" in text and "predictions.csv" in text
@@ -118,4 +128,7 @@ def test_bad_flag_values_are_answered_before_tensorflow_loads():
     )
     result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["2", "False", "False"], result.stdout + result.stderr
-    assert "`--arch` must be one of compact, simple. Received: vgg99" in result.stderr
+    assert (
+        "`--arch` must be one of efficientnet_lite0, mobilenet_v3_small, mobilenet_v3_large, "
+        "efficientnet_v2_b0, resnet50, vgg16, compact, simple. Received: vgg99"
+    ) in result.stderr

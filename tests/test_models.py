@@ -2,14 +2,20 @@ import numpy as np
 import pytest
 
 import config
-from imgclf import models
+from imgclf import backbones, models
 from imgclf.cli import UsageError
 
 
 @pytest.mark.parametrize("name", sorted(models.ARCHITECTURES))
 @pytest.mark.parametrize("num_classes", [2, 3])
-def test_forward_pass(name, num_classes):
+def test_forward_pass(name, num_classes, monkeypatch):
+    if name in backbones.APPLICATIONS:  # Their ImageNet weights need a download: random ones give the same shapes.
+        monkeypatch.setattr(
+            backbones, "build_backbone", lambda arch, shape, _: backbones.APPLICATIONS[arch](shape, None)
+        )
     model = models.build_model(name, 32, num_classes)
+    if name in backbones.PRETRAINED:  # Frozen backbone: only the output layer learns.
+        assert [weight.name for weight in model.trainable_weights] == ["kernel", "bias"]
     outputs = np.asarray(model(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")))
     assert outputs.shape == (2, 1 if num_classes == 2 else num_classes)
     assert np.all(np.isfinite(outputs)) and np.all((outputs >= 0) & (outputs <= 1))
@@ -46,5 +52,6 @@ def test_default_uses_batch_norm_global_pooling_and_dropout():
 
 def test_the_arch_flag_offers_exactly_the_registered_architectures():
     assert sorted(config.ARCHITECTURES) == sorted(models.ARCHITECTURES) == sorted(models.NATIVE_IMAGE_SIZE)
-    with pytest.raises(UsageError, match=r"`--arch` must be one of compact, simple\. Received: vgg99"):
+    assert config.PRETRAINED == list(backbones.PRETRAINED)
+    with pytest.raises(UsageError, match=r"`--arch` must be one of efficientnet_lite0, .*, simple\. Received: vgg99"):
         config.TrainConfig(arch="vgg99")

@@ -42,7 +42,9 @@ def test_unwritable_model_dir_is_caught_before_training(tmp_path):
 
 
 def test_unknown_architecture(tmp_path):
-    with pytest.raises(UsageError, match=r"`--arch` must be one of compact, simple\. Received: resnet9000"):
+    with pytest.raises(
+        UsageError, match=r"`--arch` must be one of efficientnet_lite0, .*, compact, simple\. Received: resnet9000"
+    ):
         train.train(_config(tmp_path, arch="resnet9000"))
 
 
