@@ -75,7 +75,14 @@ class TrainConfig(_Checked):
     init_from: str = setting(
         "", "start from the model in this folder (trained here earlier); other classes get a new output layer"
     )
-    epochs: int = setting(14, "maximum passes over the training images", low=1, high=10000)
+    epochs: int | None = setting(
+        None,
+        "maximum passes over the training images",
+        low=1,
+        high=10000,
+        kind=int,
+        shown="14; for a pretrained network's head at least 300 steps",
+    )
     batch_size: int = setting(
         32, "images per training step on each device (the learning rate follows, see README)", low=1, high=4096
     )

@@ -7,6 +7,8 @@ so prediction cannot drift from training; its output layer follows the rule in
 only part training changes.
 """
 
+import math
+
 import keras
 from keras import layers
 
@@ -82,6 +84,19 @@ ARCHITECTURES = {
 }
 # The image size each architecture was designed for, used when --image-size is not given.
 NATIVE_IMAGE_SIZE = {"compact": 96, "simple": 64, **{name: 224 for name in backbones.PRETRAINED}}
+
+
+EPOCHS = 14
+# A frozen backbone's head trains on features in about 0.1 s per epoch; with few photos an
+# epoch is one or two steps, so it gets at least this many (20 photos per class: 150 epochs).
+HEAD_MIN_STEPS = 300
+
+
+def default_epochs(name, steps_per_epoch):
+    """Epochs when --epochs is not given: 14, and for a pretrained network at least HEAD_MIN_STEPS steps."""
+    if name in backbones.PRETRAINED:
+        return max(EPOCHS, math.ceil(HEAD_MIN_STEPS / steps_per_epoch))
+    return EPOCHS
 
 
 def build_model(name, image_size, num_classes, backbone_weights=None):

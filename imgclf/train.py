@@ -366,11 +366,13 @@ def _fit(config, strategy, model, split, images, labels, augment=True):
     )
     steps_per_epoch = data.steps_per_epoch(len(split.train), config.batch_size, replicas)
     learning_rate = distribute.scaled_learning_rate(config.learning_rate, replicas)
+    epochs = config.epochs or models.default_epochs(config.arch, steps_per_epoch)
     with strategy.scope():
-        compile_model(model, num_classes, learning_rate, steps_per_epoch * config.epochs, steps_per_epoch, config.jit)
+        compile_model(model, num_classes, learning_rate, steps_per_epoch * epochs, steps_per_epoch, config.jit)
     distribute.fix_multi_worker_fit(model, strategy)
     print(
-        f"{replicas} replica(s) x {config.batch_size} images per step, peak learning rate {learning_rate:.3g}, "
+        f"{replicas} replica(s) x {config.batch_size} images per step, up to {epochs} epochs, "
+        f"peak learning rate {learning_rate:.3g}, "
         f"XLA {'on' if model.jit_compile else 'off'}."
     )
 
@@ -398,7 +400,7 @@ def _fit(config, strategy, model, split, images, labels, augment=True):
         model.fit(
             train_batches,
             validation_data=validation_batches,
-            epochs=config.epochs,
+            epochs=epochs,
             callbacks=callbacks,
             shuffle=False,
             verbose=1 if sys.stdout.isatty() else 2,

@@ -5,6 +5,7 @@ import hashlib
 import json
 import shutil
 
+import numpy as np
 import pytest
 from conftest import run_script, write_class_tree
 
@@ -66,7 +67,7 @@ def test_training_writes_every_artifact(trained):
         assert (model_dir / name).is_file(), name
     metadata = json.loads((model_dir / "metadata.json").read_text())
     assert metadata["class_names"] == ["cats", "dogs"]
-    assert metadata["image_size"] == 32 and metadata["architecture"] == "compact"
+    assert metadata["image_size"] == 32 and metadata["architecture"] == "efficientnet_lite0"
     assert metadata["validation"]["source"] == "Test_Set" and metadata["validation"]["images"] == 16
     assert metadata["training"] == {**metadata["training"], "images": 48, "skipped_files": 1, "epochs_run": 1}
     assert set(metadata["versions"]) >= {"tensorflow", "keras", "python"}
@@ -88,6 +89,38 @@ def test_the_network_size_is_printed_first_and_summarised(trained):
     assert any(line.startswith("Network 'compact': ") and " parameters (" in line for line in first_lines)
     summary = (model_dir / "summary.txt").read_text()
     assert "Total params" in summary and "predictions (Dense)" in summary
+
+
+def test_the_default_pretrained_model_loads_in_safe_mode_with_no_code_in_it(trained):
+    from imgclf import artifacts
+
+    _, _, model_dir, _ = trained
+    assert artifacts.code_references(artifacts.stored_config(str(model_dir / "model.h5"))) == []
+    model = artifacts.load_model(str(model_dir / "model.h5"))  # safe_mode=True
+    assert model.layers[1].name == "efficientnet_lite0" and not model.layers[1].trainable
+
+
+def test_init_from_an_earlier_model_with_another_class(trained, tmp_path):
+    from imgclf import artifacts
+
+    _, _, model_dir, _ = trained
+    data_dir = tmp_path / "Dataset"
+    write_class_tree(data_dir / "Training_Set", ["birds", "cats", "dogs"], per_class=8)
+    new_dir = tmp_path / "models"
+    result = run_script("train_cnn.py", "--data-dir", data_dir, "--model-dir", new_dir, "--init-from", model_dir,
+                        "--epochs", "1", "--batch-size", "8", "--validation-split", "0.25")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "its classes ['cats', 'dogs'] differ, so its body is kept" in result.stdout
+    metadata = json.loads((new_dir / "metadata.json").read_text())
+    assert metadata["class_names"] == ["birds", "cats", "dogs"] and metadata["image_size"] == 32
+    assert metadata["architecture"] == "efficientnet_lite0"
+    earlier, now = (artifacts.load_model(str(folder / "model.h5")) for folder in (model_dir, new_dir))
+    assert now.output_shape == (None, 3)
+    for old, new in zip(earlier.layers[1].get_weights(), now.layers[1].get_weights()):
+        np.testing.assert_array_equal(old, new)  # The ImageNet body, as it was.
+    result = run_script("train_cnn.py", "--data-dir", data_dir, "--model-dir", new_dir, "--init-from", model_dir,
+                        "--image-size", "64")  # fmt: skip
+    assert result.returncode == 2 and "takes 32 px images. Leave --image-size out." in result.stderr
 
 
 def test_weights_file_holds_the_weights_alone(trained):

@@ -19,7 +19,7 @@ def test_ctrl_c_then_resume_finishes_the_same_run(tmp_path):
     data_dir, model_dir = tmp_path / "Dataset", tmp_path / "models"
     write_class_tree(data_dir / "Training_Set", ["cats", "dogs"], per_class=40)
     args = [sys.executable, str(ROOT / "train_cnn.py"), "--data-dir", str(data_dir), "--model-dir", str(model_dir),
-            "--epochs", "6", "--image-size", "32", "--batch-size", "8"]  # fmt: skip
+            "--epochs", "6", "--image-size", "32", "--batch-size", "8", "--arch", "compact"]  # fmt: skip
     # A shell that starts jobs in the background (as CI may) leaves SIGINT ignored in them, and an
     # ignored SIGINT is inherited; restore what a terminal gives, so Ctrl-C reaches Python.
     process = subprocess.Popen(
