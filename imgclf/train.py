@@ -159,7 +159,8 @@ def train(config):
     try:
         devices.set_policy(policy)
         model = _build(config, strategy, split.class_names)
-        parts = models.backbone_and_head(model)
+        with strategy.scope():  # The head is a model of its own; it trains under the strategy too.
+            parts = models.backbone_and_head(model)
         if parts:  # Pretrained: the frozen backbone sees each image once; the head trains on its features.
             backbone, trainee = parts
             print(f"Computing {backbone.name} features of every image at {config.image_size}x{config.image_size} px...")
@@ -371,7 +372,7 @@ def _fit(config, strategy, model, split, images, labels, augment=True):
         compile_model(model, num_classes, learning_rate, steps_per_epoch * epochs, steps_per_epoch, config.jit)
     distribute.fix_multi_worker_fit(model, strategy)
     print(
-        f"{replicas} replica(s) x {config.batch_size} images per step, up to {epochs} epochs, "
+        f"{replicas} replica(s) x {config.batch_size} images per step, up to {epochs} epoch(s), "
         f"peak learning rate {learning_rate:.3g}, "
         f"XLA {'on' if model.jit_compile else 'off'}."
     )

@@ -96,7 +96,7 @@ def test_mirrored_on_two_cpu_devices_trains_saves_and_reloads(tmp_path):
 
     stdout, model_dir = runs["mirrored"]
     assert "mirrored over 2 devices (CPU:0, CPU:1)" in stdout
-    assert "2 replica(s) x 8 images per step, peak learning rate 0.00283" in stdout  # 0.002 * sqrt(2)
+    assert "2 replica(s) x 8 images per step, up to 1 epoch(s), peak learning rate 0.00283" in stdout  # 0.002 * sqrt(2)
     assert "one device" in runs["one"][0] and "1 replica(s) x 8 images per step" in runs["one"][0]
     metadata = json.loads((model_dir / "metadata.json").read_text())
     assert metadata["training"]["replicas"] == 2
@@ -117,6 +117,21 @@ def test_mirrored_on_two_cpu_devices_trains_saves_and_reloads(tmp_path):
     )  # fmt: skip
     assert predicted.returncode == 0, predicted.stderr
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 1 + 20
+
+
+@pytest.mark.slow
+def test_mirrored_trains_the_pretrained_default_too(tmp_path):
+    data_dir = tiny_dataset(tmp_path / "Dataset")
+    flags = [flag for flag in TINY if flag not in ("--arch", "compact")]
+    result = subprocess.run(
+        [sys.executable, "-c", TWO_CPUS.format(root=str(ROOT)), str(ROOT / "train_cnn.py"),
+         "--data-dir", str(data_dir), "--model-dir", str(tmp_path / "m"), "--strategy", "mirrored", *flags],
+        capture_output=True, text=True, timeout=240, env=environment(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "Computing efficientnet_lite0 features" in result.stdout and "2 replica(s)" in result.stdout
+    metadata = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert metadata["architecture"] == "efficientnet_lite0" and metadata["training"]["replicas"] == 2
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ def test_training_writes_every_artifact(trained):
 def test_the_network_size_is_printed_first_and_summarised(trained):
     _, _, model_dir, result = trained
     first_lines = result.stdout.splitlines()[:4]
-    assert any(line.startswith("Network 'compact': ") and " parameters (" in line for line in first_lines)
+    assert any(line.startswith("Network 'efficientnet_lite0': ") and " parameters (" in line for line in first_lines)
     summary = (model_dir / "summary.txt").read_text()
     assert "Total params" in summary and "predictions (Dense)" in summary
 
