@@ -221,7 +221,10 @@ def build_backbone(name, input_shape, weights_file=None):
     try:
         return APPLICATIONS[name](input_shape, weights_file or "imagenet")
     except Exception as error:  # Keras raises Exception itself for "URL fetch failure"; ValueError for a bad file.
-        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if reason.startswith("URL fetch failure"):  # "... on <url>: None -- [Errno -3] Temporary failure in ..."
+            reason = "URL fetch failure: " + reason.rpartition(" -- ")[2]
+        reason = reason[:200]
         if weights_file:
             raise UsageError(f"--backbone-weights {weights_file}: not weights for {name} ({reason}).") from None
         raise UsageError(

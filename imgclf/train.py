@@ -144,6 +144,7 @@ def train(config):
     keras.utils.set_random_seed(config.seed)
 
     split = scan(config)  # Before --model-dir is made: a wrong folder layout leaves nothing behind.
+    made_model_dir = not os.path.isdir(config.model_dir)
     folders.check_writable_folder(config.model_dir, "--model-dir")
     start_checkpoints(config)  # Only once the data is known to be there: never lose a resumable run to a typo.
     num_classes = len(split.class_names)
@@ -189,6 +190,8 @@ def train(config):
     except UsageError:
         if not config.resume:  # A fresh run that stopped on bad data has nothing to resume.
             shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
+            if made_model_dir and not os.listdir(config.model_dir):
+                os.rmdir(config.model_dir)
         raise
     finally:
         devices.set_policy("float32")

@@ -209,13 +209,15 @@ def test_offline_without_cached_weights_stops_with_one_line_naming_the_fix(monke
     from keras.src.utils import file_utils
 
     def offline(*args, **kwargs):  # What Keras raises with no network (seen here: after about 5 s).
-        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3] name resolution")
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3] name resolution")
 
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(UsageError) as error:
         backbones.build_backbone("mobilenet_v3_small", (32, 32, 3))
     message = str(error.value)
-    assert message.startswith("--arch mobilenet_v3_small: its ImageNet weights could not be downloaded (URL fetch")
+    assert message.startswith(
+        "--arch mobilenet_v3_small: its ImageNet weights could not be downloaded (URL fetch failure: [Errno -3]"
+    )
     assert "--backbone-weights FILE" in message and "--arch efficientnet_lite0" in message and "\n" not in message
 
 

@@ -75,3 +75,16 @@ def test_strict_refuses_unreadable_files_and_lists_them(tmp_path):
     with pytest.raises(UsageError, match=r"dogs/empty\.jpg: not an image .*\(1 unreadable file\(s\) in all, listed in"):
         train.train(_config(tmp_path, image_size=32, strict=True))
     assert "empty.jpg\t" in (tmp_path / "models" / "skipped_files.txt").read_text()
+
+
+def test_a_failed_run_leaves_no_empty_model_folder(tmp_path, monkeypatch):
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://example/x.h5: None -- [Errno -3] name resolution")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats", "dogs"], per_class=4)
+    with pytest.raises(UsageError, match=r"--arch mobilenet_v3_small: its ImageNet weights could not be downloaded"):
+        train.train(_config(tmp_path, arch="mobilenet_v3_small", image_size=32))
+    assert not (tmp_path / "models").exists()
