@@ -90,9 +90,11 @@ def scan_class_folders(folder, classes=None, subset=False):
     found_classes = list_classes(folder) if not subset else sorted(_class_folders(folder))
     if classes is not None and subset:
         unknown = [name for name in found_classes if name not in classes]
-        if unknown or not found_classes:
+        if not found_classes:
+            raise UsageError(f"{folder}: needs one sub-folder per class, named like the model's {list(classes)}.")
+        if unknown:
             raise UsageError(
-                f"{folder}: its class folders {unknown or 'none'} are not classes of the model {list(classes)}. "
+                f"{folder}: its class folders {unknown} are not classes of the model {list(classes)}. "
                 "Name each sub-folder after the class of its images."
             )
     elif classes is not None and found_classes != list(classes):

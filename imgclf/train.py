@@ -118,13 +118,18 @@ def library_versions():
 def resolve_config(config):
     """Fills in the image size: the architecture's own, or with --init-from the earlier model's (and its arch)."""
     if config.init_from:
-        earlier = artifacts.read_metadata(os.path.join(config.init_from, artifacts.MODEL_FILE))
+        model_file = os.path.join(config.init_from, artifacts.MODEL_FILE)
+        if not os.path.isfile(model_file):
+            raise UsageError(f"--init-from {config.init_from}: no {artifacts.MODEL_FILE} there. Give a model folder.")
+        earlier = artifacts.read_metadata(model_file)
         if config.image_size not in (None, earlier["image_size"]):
             raise UsageError(
                 f"--image-size {config.image_size}: the model in --init-from {config.init_from} takes "
                 f"{earlier['image_size']} px images. Leave --image-size out."
             )
-        return dataclasses.replace(config, arch=earlier["architecture"], image_size=earlier["image_size"])
+        # A converted Keras 2 model has no registered architecture; it keeps --arch's training rules.
+        arch = earlier["architecture"] if earlier["architecture"] in models.ARCHITECTURES else config.arch
+        return dataclasses.replace(config, arch=arch, image_size=earlier["image_size"])
     if config.image_size is None:
         config = dataclasses.replace(config, image_size=models.NATIVE_IMAGE_SIZE[config.arch])
     return config

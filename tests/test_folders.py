@@ -95,3 +95,21 @@ def test_unwritable_folder_message(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(UsageError, match=r"--model-dir .*a-file/models: cannot write there .*Choose a writable"):
         folders.check_writable_folder(str(blocker / "models"), "--model-dir")
+
+
+@pytest.mark.parametrize("name", ["Training_Set", "training_set", "Training Set", "TRAINING-SET", "train"])
+def test_training_set_is_found_in_its_usual_spellings(tmp_path, name):
+    (tmp_path / name).mkdir()
+    (tmp_path / "notes").mkdir()
+    assert folders.find_folder(str(tmp_path), folders.TRAINING_NAMES) == str(tmp_path / name)
+    assert folders.find_folder(str(tmp_path), folders.TEST_NAMES) is None
+
+
+def test_the_canonical_name_wins_and_an_empty_tree_holds_no_files(tmp_path):
+    for name in ("val", "Test_Set"):
+        (tmp_path / name / "cats").mkdir(parents=True)
+    (tmp_path / "Test_Set" / ".gitkeep").write_text("")
+    assert folders.find_folder(str(tmp_path), folders.TEST_NAMES) == str(tmp_path / "Test_Set")
+    assert not folders.holds_files(str(tmp_path / "Test_Set"))
+    (tmp_path / "Test_Set" / "cats" / "a.jpg").write_bytes(b"x")
+    assert folders.holds_files(str(tmp_path / "Test_Set"))

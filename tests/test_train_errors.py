@@ -88,3 +88,9 @@ def test_a_failed_run_leaves_no_empty_model_folder(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match=r"--arch mobilenet_v3_small: its ImageNet weights could not be downloaded"):
         train.train(_config(tmp_path, arch="mobilenet_v3_small", image_size=32))
     assert not (tmp_path / "models").exists()
+
+
+def test_init_from_a_folder_without_a_model(tmp_path):
+    write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats", "dogs"], per_class=2)
+    with pytest.raises(UsageError, match=r"--init-from .*nowhere: no model.h5 there\. Give a model folder\."):
+        train.train(_config(tmp_path, init_from=str(tmp_path / "nowhere")))
