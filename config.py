@@ -126,10 +126,12 @@ class TrainConfig(_Checked):
 @dataclasses.dataclass
 class PredictConfig(_Checked):
     model_dir: str = setting("models", "folder holding model.h5 and metadata.json from train_cnn.py")
-    model: str = setting("", "a model file to use instead of <model-dir>/model.h5")
+    model: str = setting(
+        "", "a model file to use instead of <model-dir>/model.h5: Keras (.h5, .keras, Keras 2 .json), .onnx or .tflite"
+    )
     input: list = setting(["Dataset/Predict"], "image folders (searched recursively) or image files", nargs="+")
     output: str = setting("predictions.csv", "CSV file the predictions are written to")
-    batch_size: int = setting(128, "images per prediction step", low=1, high=4096)
+    batch_size: int = setting(32, "images per prediction step", low=1, high=4096)
     threshold: float | None = setting(
         None,
         "two classes only: probability from which the second class is chosen",
@@ -150,6 +152,15 @@ class PredictConfig(_Checked):
     )
     rescale: float = setting(
         1 / 255, "Keras 2 models: factor the pixel values (0-255) are multiplied by", low=0.0, shown="1/255"
+    )
+    resume: bool = setting(False, "continue an interrupted run into the same --output: files already labeled are kept")
+    export: str = setting(
+        "",
+        "write the model as model.onnx, model.tflite, model_int8.tflite or saved_model/ into its folder, and stop",
+        choices=["", "onnx", "litert", "litert-int8", "saved-model"],
+    )
+    calibration: str = setting(
+        "", "--export litert-int8: a folder of photos to calibrate on", shown="300 of the training images"
     )
     convert: str = setting("", "write the --model (e.g. a Keras 2 file) in today's format into this folder, and stop")
     ignore_checksum: bool = setting(False, "use a model file even if it changed since training (SHA-256 mismatch)")

@@ -5,6 +5,7 @@ read; 2 a usage error (bad flag, path or folder layout); 3 multi-worker training
 lost another worker (resumable); 130 interrupted.
 """
 
+import contextlib
 import os
 import sys
 
@@ -21,17 +22,24 @@ def quiet_tensorflow():
     """Imports TensorFlow and Keras without their start-up log lines.
 
     TensorFlow 2.21 prints oneDNN and absl notices straight to file descriptor 2
-    while it loads, whatever TF_CPP_MIN_LOG_LEVEL says, so stderr is pointed at
-    /dev/null for the duration of the import. Python exceptions are unaffected.
+    while it loads, whatever TF_CPP_MIN_LOG_LEVEL says.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_silenced():
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Points file descriptor 2 at /dev/null meanwhile: for C++ code that logs there (TensorFlow, the
+    LiteRT converter). Python exceptions are unaffected."""
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
+        yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -85,8 +93,8 @@ def run(main):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(3)
-    except KeyboardInterrupt:
-        print("interrupted: nothing was overwritten.", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted: {interrupt or 'nothing was overwritten.'}", file=sys.stderr)
         status = 130
     sys.stdout.flush()
     sys.exit(status or 0)

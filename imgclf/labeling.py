@@ -4,11 +4,12 @@ import csv
 import io
 import os
 import shutil
+import sys
 import time
 
 import numpy as np
 
-from imgclf import artifacts, data, devices, folders, legacy, outputs, report
+from imgclf import artifacts, data, devices, folders, legacy, outputs, report, runtimes
 from imgclf.cli import UsageError
 
 
@@ -66,20 +67,42 @@ def safe_cell(value):
 def predictions_csv(rows, class_names):
     """The predictions as CSV text: path, label, confidence, prob_<class>..., error."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", "confidence", *(f"prob_{name}" for name in class_names), "error"])
-    for row in rows:
-        writer.writerow([safe_cell(cell) for cell in row])
-    return buffer.getvalue()
+    csv.writer(buffer, lineterminator="\n").writerow(_header(class_names))
+    return buffer.getvalue() + _csv_text(rows)
+
+
+PROGRESS_SECONDS = 0.5  # how often the progress line on a terminal updates
+PROGRESS_MIN_FILES = 50  # fewer files than this: one line per file on the terminal too
 
 
 def predict(config):
-    """Labels every input file; returns exit status 0 (all labeled) or 1 (some unreadable)."""
+    """Labels every input file; returns exit status 0 (all labeled) or 1 (some unreadable).
+
+    Rows go into the CSV batch by batch, each batch written whole and flushed, so
+    an interrupted run keeps every labeled row and `--resume` labels only the rest.
+    """
     started = time.time()
-    model, metadata, model_file = load_for_prediction(config)
-    if config.convert:
-        return convert(model, metadata, model_file, config.convert)
-    model = devices.inference_model(model, config.mixed_precision)
+    model_file = config.model or os.path.join(config.model_dir, artifacts.MODEL_FILE)
+    if runtimes.is_exported(model_file):
+        if config.convert or config.export:
+            raise UsageError(f"--convert and --export need the Keras model (model.h5), not {model_file}.")
+        metadata = load_exported_metadata(config, model_file)
+        run = runtimes.exported_runner(model_file)
+        _check_input_shape(run, model_file, metadata)
+    else:
+        model, metadata, model_file = load_for_prediction(config)
+        if config.convert:
+            return convert(model, metadata, model_file, config.convert)
+        if config.export:
+            if legacy.is_legacy_file(model_file) or not artifacts.has_metadata(model_file):
+                raise UsageError(
+                    f"--export: {model_file} has no metadata.json of its own. Convert it first "
+                    "(--convert FOLDER), then export the converted model (--model-dir FOLDER --export ...)."
+                )
+            from imgclf import export
+
+            return export.export(model, metadata, model_file, config.export, config.calibration)
+        run = runtimes.keras_runner(devices.inference_model(model, config.mixed_precision))
     load_seconds = time.time() - started
     class_names = metadata["class_names"]
     threshold = metadata.get("threshold", outputs.DEFAULT_THRESHOLD) if config.threshold is None else config.threshold
@@ -95,42 +118,175 @@ def predict(config):
     if config.sort_into:
         folders.check_writable_folder(config.sort_into, "--sort-into")
 
-    rows, chosen_labels, errors = [], [], []
-    start = 0
-    for images, batch_errors in data.decode_dataset(
-        paths, metadata["image_size"], config.batch_size, metadata.get("resize", "bilinear")
-    ):
-        batch_paths = paths[start : start + len(batch_errors)]
-        start += len(batch_errors)
-        reasons = [error.decode() for error in batch_errors.numpy()]
-        scores = np.asarray(model.predict_on_batch(images))
-        chosen, confidence = outputs.label_rows(scores, threshold)
-        probabilities = outputs.class_probabilities(scores)
-        for path, reason, index, score, probs in zip(batch_paths, reasons, chosen, confidence, probabilities):
-            if reason:
-                rows.append([path, "", "", *([""] * len(class_names)), reason])
-                chosen_labels.append(-1)
-                errors.append(path)
-                print(f"{path}\tERROR\t{reason}")
-                continue
-            rows.append([path, class_names[index], f"{score:.4f}", *(f"{p:.4f}" for p in probs), ""])
-            chosen_labels.append(int(index))
-            print(f"{path}\t{class_names[index]}\t{score:.4f}")
-
-    seconds = time.time() - started - load_seconds
-    artifacts.write_text(config.output, predictions_csv(rows, class_names))
-    labeled = len(paths) - len(errors)
+    done = _start_csv(config.output, class_names, paths, config.resume)
+    todo = [path for path in paths if path not in done]
+    if done:
+        print(f"--resume: {len(done)} file(s) already labeled in {config.output}; labeling the other {len(todo)}.")
+    progress = Progress(len(todo))
+    errors = 0
+    with open(config.output, "a", encoding="utf-8", newline="") as handle:
+        start = 0
+        try:
+            for images, batch_errors in data.decode_dataset(
+                todo, metadata["image_size"], config.batch_size, metadata.get("resize", "bilinear")
+            ):
+                batch_paths = todo[start : start + len(batch_errors)]
+                start += len(batch_errors)
+                reasons = [error.decode() for error in batch_errors.numpy()]
+                probabilities = run(images.numpy())
+                chosen, confidence = outputs.label_rows(probabilities, threshold)
+                rows = []
+                for path, reason, index, score, probs in zip(batch_paths, reasons, chosen, confidence, probabilities):
+                    if reason:
+                        rows.append([path, "", "", *([""] * len(class_names)), reason])
+                        errors += 1
+                        progress.line(f"{path}\tERROR\t{reason}")
+                        continue
+                    rows.append([path, class_names[index], f"{score:.4f}", *(f"{p:.4f}" for p in probs), ""])
+                    done[path] = int(index)
+                    progress.line(f"{path}\t{class_names[index]}\t{score:.4f}")
+                handle.write(_csv_text(rows))  # One write per batch, then flushed: no half-written row.
+                handle.flush()
+                progress.advance(len(batch_paths))
+        except KeyboardInterrupt:
+            progress.close()
+            raise KeyboardInterrupt(
+                f"{len(done)} labeled row(s) are in {config.output}; run the same command with --resume to label "
+                "the rest."
+            ) from None
+    progress.close()
+    seconds = max(time.time() - started - load_seconds, 1e-9)
     print(
-        f"Labeled {labeled} of {len(paths)} files in {seconds:.1f} s ({len(paths) / seconds:.0f} images/s; "
+        f"Labeled {len(todo) - errors} of {len(todo)} files in {seconds:.1f} s ({len(todo) / seconds:.0f} images/s; "
         f"model loaded in {load_seconds:.1f} s); predictions written to {config.output}."
     )
     if errors:
-        print(f"{len(errors)} file(s) could not be read; their reasons are in the 'error' column.")
+        print(f"{errors} file(s) could not be read; their reasons are in the 'error' column.")
+    chosen_labels = [done.get(path, -1) for path in paths]
     if config.sort_into:
         _sort_copies(paths, chosen_labels, class_names, config.sort_into)
     if true_labels is not None:
         _evaluate(np.array(true_labels), np.array(chosen_labels), class_names, config.output)
     return 1 if errors else 0
+
+
+def load_exported_metadata(config, model_file):
+    """The metadata.json beside an exported file, checked against that file (SHA-256 as exported)."""
+    if not os.path.isfile(model_file):
+        raise UsageError(f"--model: {model_file} not found. Export one first: python predict.py --export onnx")
+    if config.classes or config.weights:
+        raise UsageError(f"--classes and --weights are for Keras model files, not {model_file}.")
+    if not artifacts.has_metadata(model_file):
+        raise UsageError(
+            f"{model_file}: no metadata.json beside it. Keep each exported file with the metadata.json of its model."
+        )
+    metadata = artifacts.read_metadata(model_file)
+    from imgclf import export
+
+    entry = export.exported_entry(metadata, model_file)
+    if entry is None:
+        raise UsageError(
+            f"{model_file}: the metadata.json beside it lists no such export. Export it again with --export."
+        )
+    if not config.ignore_checksum and artifacts.sha256(model_file) != entry.get("sha256"):
+        raise UsageError(
+            f"{model_file}: modified since it was exported (its SHA-256 differs from metadata.json). "
+            "Export it again, or pass --ignore-checksum if you changed it on purpose."
+        )
+    return metadata
+
+
+def _check_input_shape(run, model_file, metadata):
+    size = metadata["image_size"]
+    if [int(side) if str(side).lstrip("-").isdigit() else side for side in run.input_shape[1:]] != [size, size, 3]:
+        raise UsageError(
+            f"{model_file}: takes {run.input_shape[1:]} inputs, but metadata.json says {size}x{size} RGB images. "
+            "Keep each exported file with the metadata.json of its model."
+        )
+
+
+def _header(class_names):
+    return ["path", "label", "confidence", *(f"prob_{name}" for name in class_names), "error"]
+
+
+def _csv_text(rows):
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([[safe_cell(cell) for cell in row] for row in rows])
+    return buffer.getvalue()
+
+
+def _unescaped(cell):
+    return cell[1:] if cell[:1] == "'" and cell[1:2] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
+def _start_csv(output, class_names, paths, resume):
+    """Starts the CSV: a fresh one with its header, or with --resume the rows already labeled.
+
+    Returns {path: class index} of the files labeled in the earlier run. Their rows
+    are kept; rows of files that could not be read, of files no longer among the
+    inputs, and a last row cut short by a crash are dropped (and labeled again).
+    """
+    header = _header(class_names)
+    kept, done = [], {}
+    if resume and os.path.exists(output):
+        with open(output, encoding="utf-8", newline="") as handle:
+            text = handle.read()
+        if text and not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]  # A row cut short by a crash is labeled again.
+        rows = list(csv.reader(io.StringIO(text)))
+        if not rows or rows[0] != header:
+            raise UsageError(
+                f"--resume: {output} was not written by this model (its columns differ). "
+                "Pass another --output, or leave --resume out to start again."
+            )
+        wanted = set(paths)
+        index = {name: i for i, name in enumerate(class_names)}
+        for row in rows[1:]:
+            path = _unescaped(row[0]) if row else ""
+            if len(row) == len(header) and path in wanted and path not in done and row[1] in index and not row[-1]:
+                kept.append([path, *row[1:]])
+                done[path] = index[row[1]]
+    elif resume:
+        print(f"--resume: {output} does not exist yet; labeling every file.")
+    artifacts.write_text(output, predictions_csv(kept, class_names))
+    return done
+
+
+class Progress:
+    """Reports progress: on a terminal one line that updates (files, images/s, time left) in place of the
+    per-file lines; otherwise the per-file lines, as scripts reading the output expect."""
+
+    def __init__(self, total, stream=None):
+        self.stream = stream or sys.stderr
+        self.total, self.count, self.started, self.shown = total, 0, time.time(), 0.0
+        self.live = total > PROGRESS_MIN_FILES and self.stream.isatty()
+
+    def line(self, text):
+        if not self.live:
+            print(text)
+
+    def advance(self, count):
+        self.count += count
+        now = time.time()
+        if self.live and (now - self.shown > PROGRESS_SECONDS or self.count == self.total):
+            self.shown = now
+            rate = self.count / max(now - self.started, 1e-9)
+            left = (self.total - self.count) / rate if rate else 0
+            self.stream.write(
+                f"\r{self.count:,} of {self.total:,} files  {rate:.0f} images/s  {_duration(left)} left   "
+            )
+            self.stream.flush()
+
+    def close(self):
+        if self.live and self.count:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds):
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
 def _sort_copies(paths, chosen_labels, class_names, destination):
