@@ -145,8 +145,7 @@ def predict(config):
                     rows.append([path, class_names[index], f"{score:.4f}", *(f"{p:.4f}" for p in probs), ""])
                     done[path] = int(index)
                     progress.line(f"{path}\t{class_names[index]}\t{score:.4f}")
-                handle.write(_csv_text(rows))  # One write per batch, then flushed: no half-written row.
-                handle.flush()
+                _append(handle, rows, config.output)
                 progress.advance(len(batch_paths))
         except KeyboardInterrupt:
             progress.close()
@@ -213,6 +212,18 @@ def _csv_text(rows):
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows([[safe_cell(cell) for cell in row] for row in rows])
     return buffer.getvalue()
+
+
+def _append(handle, rows, output):
+    """Appends `rows` to the open CSV in one write, flushed, so that a crash never leaves half a row."""
+    try:
+        handle.write(_csv_text(rows))
+        handle.flush()
+    except OSError as error:
+        raise UsageError(
+            f"--output {output}: could not write ({error.strerror or error}). The rows written so far are kept: "
+            "make room, then run the same command with --resume."
+        ) from None
 
 
 def _unescaped(cell):
