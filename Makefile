@@ -23,11 +23,13 @@ lint: $(VENV)/installed
 test: lint
 	$(PY) -m pytest
 
-# Benchmarks on ../shared/datasets/cats_dogs (about 35 minutes on 2 cores); results in bench/RESULTS.md.
+# Benchmarks on ../shared/datasets/cats_dogs (about 55 minutes on 2 cores); results in bench/RESULTS.md.
 bench: $(VENV)/installed
 	$(PY) bench/train_throughput.py
 	$(PY) bench/accuracy.py --setting default --setting 20-per-class --setting 100-per-class
-	$(PY) bench/predict_throughput.py --large
+	$(PY) bench/predict_throughput.py
+	$(PY) bench/predict_throughput.py --classic --large
+	$(PY) bench/predict_throughput.py --library 100000
 	$(PY) bench/memory.py
 	$(PY) bench/devices.py
 

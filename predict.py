@@ -1,15 +1,17 @@
 """Label every image in Dataset/Predict (or --input) with the model trained by train_cnn.py.
 
 files written:
-  predictions.csv     (--output) path, label, confidence, prob_<class> per class, error
+  predictions.csv     (--output) path, label, confidence, prob_<class> per class, error;
+                      written batch by batch, so an interrupted run keeps its rows (--resume finishes it)
   predictions_report.txt, predictions_confusion_matrix.png    with --evaluate
   <--sort-into>/<label>/<file>    with --sort-into: copies, the originals are never moved
+  models/model.onnx, model.tflite, model_int8.tflite, saved_model/    with --export (listed in metadata.json)
 
 exit status:
   0    every file labeled
   1    some files could not be read (each has its reason in the error column); the rest are labeled
   2    usage error: a bad flag value, a missing path, an invalid or changed model file
-  130  interrupted (Ctrl-C): nothing that existed was overwritten
+  130  interrupted (Ctrl-C): the rows labeled so far are in the CSV; --resume labels the rest
 """
 
 import config

@@ -1,22 +1,27 @@
-"""Benchmarks 2 and 3: labeling throughput of predict.py against the classic loop and the decode floor.
+"""Labeling throughput: each runtime a model can be exported to, the classic loop, large photos, a photo library.
 
-predict.py labels N real photos with a trained model; against it, in the same run:
-(a) the classic predict loop: load_img + img_to_array + model.predict, one file at a time (timed on a sample);
-(b) the decode floor: decoding and resizing the same files on all cores, nothing else.
-With --large, the photos are first upscaled to 12-megapixel JPEGs (4000x3000), to show that
-reduced-size JPEG decoding keeps large photos within 2x of small ones.
+Runtimes (the default section): the default model (bench/accuracy.py's) exported to ONNX, LiteRT
+float32 and LiteRT int8; for each runtime and Keras, in one run: the model alone (images/s on a
+decoded batch), predict.py end to end on Test_Set (images/s, accuracy, labels and probabilities
+against Keras's), and the bound that decoding and the model sharing the same cores set.
+--classic: predict.py against (a) the classic predict loop and (b) the decode floor; --large adds
+12-megapixel JPEGs. --library N: N small images made from the shared photos, labeled by predict.py
+with the int8 model, against 2,000 of them: peak RSS and images/s. --batch-sizes 32 128: predict.py
+with Keras at each batch size.
 
-Usage: python bench/predict_throughput.py --model-dir models [--count 2000] [--large]
+Usage: python bench/predict_throughput.py [--model-dir DIR] [--classic [--large] | --library 100000 |
+       --batch-sizes 32 128]
 """
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from common import OUT, machine, photos_dir, run_script, table  # noqa: E402
+from common import OUT, machine, photos_dir, read_metadata, run_script, table  # noqa: E402
 
 
 def sample_files(data, count):
@@ -76,20 +81,170 @@ def product(files, model_dir, folder):
     return len(files) / seconds, wall - seconds, time.time() - started
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", default=str(OUT / "model_default"), help="default: bench/accuracy.py's model")
-    parser.add_argument("--count", type=int, default=2000)
-    parser.add_argument("--classic-sample", type=int, default=200)
-    parser.add_argument("--large", action="store_true", help="also run on 12-megapixel JPEGs")
-    parser.add_argument("--large-count", type=int, default=200, help="how many 12-megapixel JPEGs to make")
-    args = parser.parse_args()
-    from common import read_metadata
+def exported_copy(model_dir, folder):
+    """A copy of the model folder with model.onnx, model.tflite and model_int8.tflite exported into it."""
+    copy = os.path.join(folder, "model")
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "logs", "saved_model", "*.tflite"))
+    for fmt in ("onnx", "litert", "litert-int8"):
+        wall, _, _ = run_script("predict.py", "--model-dir", copy, "--export", fmt)
+        print(f"  exported {fmt} in {wall:.0f} s")
+    return copy
 
+
+def model_alone(model_file, images, repeats, mixed_precision="off"):
+    """Images/s of the runtime on decoded batches (the model's work alone, all cores)."""
+    from imgclf import artifacts, devices, runtimes
+
+    if runtimes.is_exported(model_file):
+        run = runtimes.exported_runner(model_file)
+    else:
+        run = runtimes.keras_runner(devices.inference_model(artifacts.load_model(model_file), mixed_precision))
+    run(images)  # warm-up: compilation, allocation
+    started = time.time()
+    for _ in range(repeats):
+        run(images)
+    return repeats * len(images) / (time.time() - started)
+
+
+def labeled(output):
+    import csv
+
+    with open(output, newline="", encoding="utf-8") as handle:
+        return {row["path"]: row for row in csv.DictReader(handle)}
+
+
+def end_to_end(model_file, test_set, folder, name, *extra):
+    """predict.py --evaluate on Test_Set: (images/s, accuracy, rows by path, peak RSS MB)."""
+    output = os.path.join(folder, f"{name}.csv")
+    _, stdout, rss = run_script("predict.py", "--model", model_file, "--input", test_set, "--evaluate",
+                                "--output", output, *extra)  # fmt: skip
+    line = next(line for line in stdout.splitlines() if line.startswith("Labeled "))
+    rate = float(line.split("(")[1].split(" images/s")[0])
+    accuracy = float(next(line for line in stdout.splitlines() if line.startswith("accuracy:")).split()[1])
+    return rate, accuracy, labeled(output), rss
+
+
+def runtimes_table(model_dir, batch=32, repeats=8):
+    import numpy as np
+
+    from imgclf import data, devices, folders
+
+    test_set = photos_dir() / "Test_Set"
+    files = folders.list_files(test_set)
+    size = read_metadata(model_dir)["image_size"]
+    print(f"Runtimes: {model_dir} at {size}x{size}, {len(files)} Test_Set photos, batches of {batch}.")
+    floor = decode_floor(files, size)
+    images = next(iter(data.decode_dataset(files[:batch], size, batch)))[0].numpy()
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        copy = exported_copy(model_dir, folder)
+        runs = [("Keras float32", "model.h5", "off")]
+        if devices.cpu_has_amx():
+            runs.append(("Keras bfloat16", "model.h5", "on"))
+        runs += [("ONNX Runtime float32", "model.onnx", "off"), ("LiteRT float32", "model.tflite", "off"),
+                 ("LiteRT int8", "model_int8.tflite", "off")]  # fmt: skip
+        reference = None
+        for name, model, reduced in runs:
+            model_file = os.path.join(copy, model)
+            alone = model_alone(model_file, images, repeats, reduced)
+            rate, accuracy, rows_by_path, rss = end_to_end(
+                model_file, test_set, folder, name.replace(" ", "_"), "--mixed-precision", reduced
+            )
+            reference = reference or (rate, accuracy, rows_by_path)
+            same = np.mean([rows_by_path[p]["label"] == row["label"] for p, row in reference[2].items()])
+            gap = max(
+                abs(float(rows_by_path[p][c]) - float(row[c]))
+                for p, row in reference[2].items()
+                for c in row
+                if c.startswith("prob_")
+            )
+            bound = 1 / (1 / floor + 1 / alone)
+            rows.append([name, f"{alone:.0f}", f"{rate:.0f}", f"{rate / reference[0]:.1f}x", f"{bound:.0f}",
+                         f"{rate / bound:.0%}", f"{accuracy:.2%}", f"{(accuracy - reference[1]) * 100:+.1f}",
+                         f"{same:.1%}", f"{gap:.4f}", f"{rss:.0f}"])  # fmt: skip
+    if not devices.cpu_has_amx():
+        print("Keras bfloat16: not run: this CPU has no AMX, where bfloat16 is slower than float32 (section 6).")
+    print(f"Decode floor (decoding and resizing alone, all cores): {floor:.0f} images/s.")
+    print(
+        table(
+            rows,
+            [
+                "runtime",
+                "model alone images/s",
+                "predict.py images/s",
+                "vs Keras",
+                "bound images/s",
+                "of bound",
+                "Test_Set accuracy",
+                "points vs Keras",
+                "same label as Keras",
+                "max prob difference",
+                "peak RSS MB",
+            ],
+        )  # fmt: skip
+    )
+
+
+def batch_size_table(model_dir, sizes):
+    """predict.py (Keras) end to end on Test_Set at each --batch-size: images/s and peak RSS."""
+    test_set = photos_dir() / "Test_Set"
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for size in sizes:
+            model_file = os.path.join(model_dir, "model.h5")
+            rate, _, _, rss = end_to_end(model_file, test_set, folder, f"batch_{size}", "--batch-size", size)
+            rows.append([size, f"{rate:.0f}", f"{rss:.0f}"])
+    print(table(rows, ["--batch-size", "predict.py images/s", "peak RSS MB"]))
+
+
+def make_library(count, folder, sources=1000, side=64):
+    """Writes `count` small JPEGs into `folder` (1000 per sub-folder), made from shared photos: each
+    photo at `side` px, shifted a pixel and mirrored so the files differ. Returns the folder."""
+    from PIL import Image
+
+    originals = []
+    for path in sample_files(photos_dir(), sources):
+        with Image.open(path) as image:
+            originals.append(image.convert("RGB").resize((side + 8, side + 8), Image.Resampling.BILINEAR))
+    for i in range(count):
+        image = originals[i % len(originals)]
+        shift = (i // len(originals)) % 8
+        variant = image.crop((shift, shift, shift + side, shift + side))
+        if (i // len(originals) // 8) % 2:
+            variant = variant.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        sub = os.path.join(folder, f"{i // 1000:04d}")
+        os.makedirs(sub, exist_ok=True)
+        variant.save(os.path.join(sub, f"photo_{i:06d}.jpg"), quality=85)
+    return folder
+
+
+def library_table(model_dir, count):
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        copy = os.path.join(folder, "model")
+        shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "logs", "saved_model"))
+        run_script("predict.py", "--model-dir", copy, "--export", "litert-int8")
+        started = time.time()
+        library = make_library(count, os.path.join(folder, "library"))
+        print(f"Library: {count} JPEGs of 64x64 px made in {time.time() - started:.0f} s.")
+        for subset in (2000, count):
+            folders_needed = [os.path.join(library, f"{i:04d}") for i in range(subset // 1000)]
+            output = os.path.join(folder, "library.csv")
+            wall, stdout, rss = run_script("predict.py", "--model", os.path.join(copy, "model_int8.tflite"),
+                                           "--input", *folders_needed, "--output", output)  # fmt: skip
+            line = next(line for line in stdout.splitlines() if line.startswith("Labeled "))
+            rate = float(line.split("(")[1].split(" images/s")[0])
+            with open(output, encoding="utf-8") as handle:
+                written = sum(1 for _ in handle) - 1
+            rows.append([f"{subset:,}", f"{written:,}", f"{rate:.0f}", f"{wall / 60:.1f}", f"{rss:.0f}"])
+    print(table(rows, ["files", "CSV rows", "images/s", "wall minutes", "peak RSS MB"]))
+
+
+def classic_table(args):
     size = read_metadata(args.model_dir)["image_size"]
     model_file = os.path.join(args.model_dir, "model.h5")
     files = sample_files(photos_dir(), args.count)
-    print(f"Machine: {machine()}\nModel: {model_file}, {size}x{size}; {len(files)} photos.")
+    print(f"Model: {model_file}, {size}x{size}; {len(files)} photos.")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         sets = [("photos as shared (<=256 px)", files)]
@@ -121,6 +276,28 @@ def main():
             ],
         )  # fmt: skip
     )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", default=str(OUT / "model_default"), help="default: bench/accuracy.py's model")
+    parser.add_argument("--classic", action="store_true", help="predict.py against the classic loop and decode floor")
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--classic-sample", type=int, default=200)
+    parser.add_argument("--large", action="store_true", help="--classic: also on 12-megapixel JPEGs")
+    parser.add_argument("--large-count", type=int, default=200, help="how many 12-megapixel JPEGs to make")
+    parser.add_argument("--library", type=int, default=0, help="label this many small images, against 2,000")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", help="predict.py with Keras at each of these batch sizes")
+    args = parser.parse_args()
+    print(f"Machine: {machine()}")
+    if args.library:
+        library_table(args.model_dir, args.library)
+    elif args.batch_sizes:
+        batch_size_table(args.model_dir, args.batch_sizes)
+    elif args.classic:
+        classic_table(args)
+    else:
+        runtimes_table(args.model_dir)
 
 
 if __name__ == "__main__":

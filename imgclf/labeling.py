@@ -19,7 +19,9 @@ def load_for_prediction(config):
     A model trained here comes with metadata.json, which is checked against it; a
     Keras 2 file is rebuilt by `legacy` and described by --classes, --resize, --rescale.
     """
-    model_file = config.model or os.path.join(config.model_dir, artifacts.MODEL_FILE)
+    model_file = _model_file(config)
+    if os.path.isdir(model_file):
+        raise UsageError(f"--model: {model_file} is a folder. Pass a model file (model.h5, model.onnx, model.tflite).")
     if not os.path.isfile(model_file):
         flag = "--model" if config.model else "--model-dir"
         raise UsageError(f"{flag}: {model_file} not found. Train a model first: python train_cnn.py")
@@ -82,30 +84,11 @@ def predict(config):
     an interrupted run keeps every labeled row and `--resume` labels only the rest.
     """
     started = time.time()
-    model_file = config.model or os.path.join(config.model_dir, artifacts.MODEL_FILE)
-    if runtimes.is_exported(model_file):
-        if config.convert or config.export:
-            raise UsageError(f"--convert and --export need the Keras model (model.h5), not {model_file}.")
-        metadata = load_exported_metadata(config, model_file)
-        run = runtimes.exported_runner(model_file)
-        _check_input_shape(run, model_file, metadata)
-    else:
-        model, metadata, model_file = load_for_prediction(config)
-        if config.convert:
-            return convert(model, metadata, model_file, config.convert)
-        if config.export:
-            if legacy.is_legacy_file(model_file) or not artifacts.has_metadata(model_file):
-                raise UsageError(
-                    f"--export: {model_file} has no metadata.json of its own. Convert it first "
-                    "(--convert FOLDER), then export the converted model (--model-dir FOLDER --export ...)."
-                )
-            from imgclf import export
-
-            return export.export(model, metadata, model_file, config.export, config.calibration)
-        run = runtimes.keras_runner(devices.inference_model(model, config.mixed_precision))
+    if config.convert or config.export:
+        return _convert_or_export(config)
+    run, metadata = _runner(config)
     load_seconds = time.time() - started
     class_names = metadata["class_names"]
-    threshold = metadata.get("threshold", outputs.DEFAULT_THRESHOLD) if config.threshold is None else config.threshold
     true_labels = None
     if config.evaluate:
         if len(config.input) != 1 or not os.path.isdir(config.input[0]):
@@ -113,8 +96,7 @@ def predict(config):
         paths, true_labels, _ = folders.scan_class_folders(config.input[0], classes=class_names, subset=True)
     else:
         paths = folders.list_inputs(config.input)
-    output_dir = os.path.dirname(os.path.abspath(config.output))
-    folders.check_writable_folder(output_dir, "--output")
+    folders.check_writable_folder(os.path.dirname(os.path.abspath(config.output)), "--output")
     if config.sort_into:
         folders.check_writable_folder(config.sort_into, "--sort-into")
 
@@ -122,15 +104,66 @@ def predict(config):
     todo = [path for path in paths if path not in done]
     if done:
         print(f"--resume: {len(done)} file(s) already labeled in {config.output}; labeling the other {len(todo)}.")
-    progress = Progress(len(todo))
-    errors = 0
+    errors = _label(run, todo, metadata, config, done)
+    seconds = max(time.time() - started - load_seconds, 1e-9)
+    print(
+        f"Labeled {len(todo) - errors} of {len(todo)} files in {seconds:.1f} s ({len(todo) / seconds:.0f} images/s; "
+        f"model loaded in {load_seconds:.1f} s); predictions written to {config.output}."
+    )
+    if errors:
+        print(f"{errors} file(s) could not be read; their reasons are in the 'error' column.")
+    chosen_labels = [done.get(path, -1) for path in paths]
+    if config.sort_into:
+        _sort_copies(paths, chosen_labels, class_names, config.sort_into)
+    if true_labels is not None:
+        _evaluate(np.array(true_labels), np.array(chosen_labels), class_names, config.output)
+    return 1 if errors else 0
+
+
+def _model_file(config):
+    return config.model or os.path.join(config.model_dir, artifacts.MODEL_FILE)
+
+
+def _convert_or_export(config):
+    if runtimes.is_exported(_model_file(config)):
+        raise UsageError(f"--convert and --export need the Keras model (model.h5), not {_model_file(config)}.")
+    model, metadata, model_file = load_for_prediction(config)
+    if config.convert:
+        return convert(model, metadata, model_file, config.convert)
+    if legacy.is_legacy_file(model_file) or not artifacts.has_metadata(model_file):
+        raise UsageError(
+            f"--export: {model_file} has no metadata.json of its own. Convert it first "
+            "(--convert FOLDER), then export the converted model (--model-dir FOLDER --export ...)."
+        )
+    from imgclf import export
+
+    return export.export(model, metadata, model_file, config.export, config.calibration)
+
+
+def _runner(config):
+    """(run, metadata): the runtime that labels a batch, for a Keras model or an exported file."""
+    model_file = _model_file(config)
+    if runtimes.is_exported(model_file):
+        metadata = load_exported_metadata(config, model_file)
+        run = runtimes.exported_runner(model_file)
+        _check_input_shape(run, model_file, metadata)
+        return run, metadata
+    model, metadata, _ = load_for_prediction(config)
+    return runtimes.keras_runner(devices.inference_model(model, config.mixed_precision)), metadata
+
+
+def _label(run, paths, metadata, config, done):
+    """Labels `paths` batch by batch, appending rows to config.output and each label to `done`;
+    returns how many files could not be read."""
+    class_names = metadata["class_names"]
+    threshold = metadata.get("threshold", outputs.DEFAULT_THRESHOLD) if config.threshold is None else config.threshold
+    progress = Progress(len(paths))
+    errors, start = 0, 0
+    batches = data.decode_dataset(paths, metadata["image_size"], config.batch_size, metadata.get("resize", "bilinear"))
     with open(config.output, "a", encoding="utf-8", newline="") as handle:
-        start = 0
         try:
-            for images, batch_errors in data.decode_dataset(
-                todo, metadata["image_size"], config.batch_size, metadata.get("resize", "bilinear")
-            ):
-                batch_paths = todo[start : start + len(batch_errors)]
+            for images, batch_errors in batches:
+                batch_paths = paths[start : start + len(batch_errors)]
                 start += len(batch_errors)
                 reasons = [error.decode() for error in batch_errors.numpy()]
                 probabilities = run(images.numpy())
@@ -148,25 +181,13 @@ def predict(config):
                 _append(handle, rows, config.output)
                 progress.advance(len(batch_paths))
         except KeyboardInterrupt:
-            progress.close()
             raise KeyboardInterrupt(
                 f"{len(done)} labeled row(s) are in {config.output}; run the same command with --resume to label "
                 "the rest."
             ) from None
-    progress.close()
-    seconds = max(time.time() - started - load_seconds, 1e-9)
-    print(
-        f"Labeled {len(todo) - errors} of {len(todo)} files in {seconds:.1f} s ({len(todo) / seconds:.0f} images/s; "
-        f"model loaded in {load_seconds:.1f} s); predictions written to {config.output}."
-    )
-    if errors:
-        print(f"{errors} file(s) could not be read; their reasons are in the 'error' column.")
-    chosen_labels = [done.get(path, -1) for path in paths]
-    if config.sort_into:
-        _sort_copies(paths, chosen_labels, class_names, config.sort_into)
-    if true_labels is not None:
-        _evaluate(np.array(true_labels), np.array(chosen_labels), class_names, config.output)
-    return 1 if errors else 0
+        finally:
+            progress.close()
+    return errors
 
 
 def load_exported_metadata(config, model_file):

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from imgclf import outputs
+from imgclf import cli, outputs
 from imgclf.cli import UsageError
 
 EXPORTED_SUFFIXES = (".onnx", ".tflite")
@@ -63,7 +63,8 @@ def _onnx_runner(path):
 def _litert_runner(path):
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=path, num_threads=os.cpu_count())
+    with cli.native_stderr_silenced():  # LiteRT says "INFO: Created TensorFlow Lite XNNPACK delegate" there.
+        interpreter = Interpreter(model_path=path, num_threads=os.cpu_count())
     source = interpreter.get_input_details()[0]
     target = interpreter.get_output_details()[0]
     allocated = [None]
@@ -72,7 +73,8 @@ def _litert_runner(path):
         images = np.asarray(images, np.float32)
         if allocated[0] != images.shape:  # The batch size may change (the last batch): resize once per change.
             interpreter.resize_tensor_input(source["index"], images.shape)
-            interpreter.allocate_tensors()
+            with cli.native_stderr_silenced():
+                interpreter.allocate_tensors()
             allocated[0] = images.shape
         interpreter.set_tensor(source["index"], images)
         interpreter.invoke()

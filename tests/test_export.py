@@ -3,12 +3,16 @@
 import csv
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import class_image, run_script, write_class_tree
+from conftest import ROOT, class_image, run_script, write_class_tree
 
-from imgclf import artifacts, export, models
+import config
+from imgclf import artifacts, export, labeling, models
+from imgclf.cli import UsageError
 
 pytestmark = pytest.mark.slow
 FORMATS = ["onnx", "litert", "litert-int8", "saved-model"]
@@ -45,6 +49,13 @@ def _label(root, model, *args, output="predictions.csv"):
         return result, list(csv.DictReader(handle))
 
 
+@pytest.fixture(scope="module")
+def keras_labels(exported):
+    """predict.py's result and rows with the Keras model, what every exported file is compared with."""
+    root, _, model_dir = exported
+    return _label(root, model_dir / "model.h5", output="keras.csv")
+
+
 def test_metadata_lists_every_export_with_its_digest_and_contract(exported):
     _, _, model_dir = exported
     metadata = json.loads((model_dir / "metadata.json").read_text())
@@ -61,9 +72,9 @@ def test_metadata_lists_every_export_with_its_digest_and_contract(exported):
 
 
 @pytest.mark.parametrize("name,tolerance", [("model.onnx", 1e-3), ("model.tflite", 1e-3), ("model_int8.tflite", 0.1)])
-def test_exported_files_label_like_the_keras_model(exported, name, tolerance):
+def test_exported_files_label_like_the_keras_model(exported, keras_labels, name, tolerance):
     root, _, model_dir = exported
-    keras_result, keras_rows = _label(root, model_dir / "model.h5", output="keras.csv")
+    keras_result, keras_rows = keras_labels
     result, rows = _label(root, model_dir / name, output=f"{name}.csv")
     assert keras_result.returncode == result.returncode == 1, result.stderr  # the broken file: exit status 1
     assert [row["path"] for row in rows] == [row["path"] for row in keras_rows]
@@ -120,20 +131,23 @@ def test_damaged_or_foreign_exports_get_one_line_and_exit_status_2(exported, tmp
     for name in ("model.onnx", "model_int8.tflite"):
         path = copy / name
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
-        changed = run_script("predict.py", "--model", path, "--input", tmp_path)
-        assert changed.returncode == 2 and "modified since it was exported" in changed.stderr, changed.stderr
+        with pytest.raises(UsageError, match="modified since it was exported"):
+            labeling.predict(config.PredictConfig(model=str(path), input=[str(tmp_path)]))
         damaged = run_script("predict.py", "--model", path, "--input", tmp_path, "--ignore-checksum")
         assert damaged.returncode == 2 and "not a valid" in damaged.stderr, damaged.stderr
         assert damaged.stderr.count("\n") == 1 and "Traceback" not in damaged.stderr
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(model_dir / "model.onnx", alone / "model.onnx")
-    result = run_script("predict.py", "--model", alone / "model.onnx")
-    assert result.returncode == 2 and "no metadata.json beside it" in result.stderr
-    result = run_script("predict.py", "--model", copy / "model.onnx", "--export", "onnx")
-    assert result.returncode == 2 and "need the Keras model" in result.stderr
-    result = run_script("predict.py", "--model-dir", copy, "--export", "litert-int8", "--calibration", tmp_path / "no")
-    assert result.returncode == 2 and "--calibration" in result.stderr and result.stderr.count("\n") == 1
+    refusals = [
+        ({"model": str(alone / "model.onnx")}, "no metadata.json beside it"),
+        ({"model": str(copy / "model.onnx"), "export": "onnx"}, "need the Keras model"),
+        ({"model_dir": str(copy), "export": "litert-int8", "calibration": str(tmp_path / "no")}, "--calibration"),
+        ({"model": str(copy / "saved_model")}, "is a folder"),
+    ]
+    for settings, message in refusals:
+        with pytest.raises(UsageError, match=message):
+            labeling.predict(config.PredictConfig(input=[str(tmp_path)], **settings))
 
 
 def test_mixed_precision_models_export_in_float32(tmp_path):
@@ -157,3 +171,18 @@ def test_mixed_precision_models_export_in_float32(tmp_path):
     images = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(network(images)), np.asarray(model(images), np.float32), atol=0.05)
     assert np.asarray(network(images)).dtype == np.float32 and network.output_shape == (None, 3)
+
+
+def test_the_readme_onnx_example_runs_without_tensorflow(exported, keras_labels):
+    root, data_dir, model_dir = exported
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("Using `model.onnx` from plain Python")[1].split("```python\n")[1].split("```")[0]
+    assert len([line for line in example.splitlines() if line.strip()]) <= 10
+    blocker = "import sys\nsys.modules['tensorflow'] = sys.modules['keras'] = None  # any import of them fails\n"
+    code = blocker + example.replace('"models/', f'"{model_dir}/')
+    photo = data_dir / "Predict" / "photo_3.png"
+    result = subprocess.run([sys.executable, "-c", code, str(photo)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    expected = next(row for row in keras_labels[1] if row["path"].endswith("photo_3.png"))
+    label, confidence = result.stdout.split()
+    assert label == expected["label"] and abs(float(confidence) - float(expected["confidence"])) < 2e-3

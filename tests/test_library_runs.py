@@ -117,3 +117,27 @@ def test_memory_does_not_grow_with_the_number_of_files(tmp_path):
     ]
     assert len(_rows(tmp_path / "p.csv")) == 4001
     assert peaks[1] - peaks[0] < 80, peaks
+
+
+def test_a_terminal_sees_one_progress_line_instead_of_a_line_per_file(tmp_path):
+    import pty
+
+    model_dir = _model(tmp_path / "models", 32)
+    photos = _tiny_images(tmp_path / "photos", 120)
+    leader, follower = pty.openpty()
+    command = _predict("--model-dir", model_dir, "--input", photos, "--output", tmp_path / "p.csv", "--batch-size", "8")
+    result = subprocess.run(command, env=_environment(), stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal is closed once everything was read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    assert result.returncode == 0
+    assert b"\r120 of 120 files" in shown and b"images/s" in shown and b"left" in shown, shown[-300:]
+    assert "img_00000.png" not in result.stdout and "Labeled 120 of 120 files" in result.stdout
