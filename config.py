@@ -89,10 +89,24 @@ class TrainConfig(_Checked):
     learning_rate: float = setting(
         0.002, "peak learning rate on one device (N devices: times sqrt(N))", low=1e-7, high=1.0
     )
+    class_weight: str = setting(
+        "auto",
+        "weight each class's loss by its inverse frequency: auto (when the largest class has 1.5x the images of "
+        "the smallest) or none",
+        choices=["auto", "none"],
+    )
     validation_split: float = setting(
         0.2, "share of Training_Set held out for validation when there is no Test_Set", low=0.01, high=0.9
     )
     patience: int = setting(8, "stop after this many epochs without a better validation loss", low=1, high=10000)
+    threshold: str = setting(
+        "auto",
+        "two classes: probability of the second class from which it is chosen: auto (the one that maximizes "
+        "balanced accuracy on the validation images) or a number from 0 to 1",
+    )
+    target_recall: str = setting(
+        "", "two classes: CLASS=R chooses the highest threshold keeping CLASS's validation recall >= R, e.g. Dogs=0.95"
+    )
     seed: int = setting(1337, "seed for the validation split, shuffling, augmentation and initial weights", low=0)
     mixed_precision: str = setting(
         "auto",
@@ -121,6 +135,34 @@ class TrainConfig(_Checked):
     cache_mb: int = setting(
         1024, "decoded images are kept in RAM up to this many MB, beyond it in a file in --model-dir", low=0
     )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.threshold != "auto" and not _is_probability(self.threshold):
+            raise UsageError(f"`--threshold` must be auto or a number from 0 to 1. Received: {self.threshold}")
+        if self.target_recall:
+            name, _, recall = self.target_recall.rpartition("=")
+            if not name or not _is_probability(recall) or float(recall) == 0:
+                raise UsageError(
+                    f"`--target-recall` must be CLASS=R with R above 0 and at most 1, e.g. Dogs=0.95. "
+                    f"Received: {self.target_recall}"
+                )
+            if self.threshold != "auto":
+                raise UsageError("`--target-recall` chooses the threshold itself: leave `--threshold` out.")
+
+    def target(self):
+        """(class name, recall) of --target-recall, or None."""
+        if not self.target_recall:
+            return None
+        name, _, recall = self.target_recall.rpartition("=")
+        return name, float(recall)
+
+
+def _is_probability(text):
+    try:
+        return 0.0 <= float(text) <= 1.0
+    except ValueError:
+        return False
 
 
 @dataclasses.dataclass

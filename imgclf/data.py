@@ -162,9 +162,19 @@ def make_augmentation(seed):
 
 
 def batches(
-    images, labels, indices, batch_size, *, shuffle_seed=None, augmentation=None, shard=(1, 0), drop_remainder=False
+    images,
+    labels,
+    indices,
+    batch_size,
+    *,
+    shuffle_seed=None,
+    augmentation=None,
+    shard=(1, 0),
+    drop_remainder=False,
+    weights=None,
 ):
-    """A dataset of `(float32 images, labels)` batches of the cached `images[indices]`.
+    """A dataset of `(float32 images, labels)` batches of the cached `images[indices]`, or of
+    `(images, labels, sample weights)` when `weights` (one per image) is given.
 
     Shuffling (when `shuffle_seed` is given) reorders only the indices, so the
     images are never copied into a shuffle buffer; the batch is gathered from
@@ -173,17 +183,22 @@ def batches(
     """
     labels = np.asarray(labels)
     label_dtype = labels.dtype
+    weighted = weights is not None
+    weights = np.asarray(weights if weighted else np.ones(len(labels)), np.float32)
 
     def gather(batch_indices):
         ordered = np.sort(batch_indices)  # In file order: a memory-mapped cache reads forwards.
-        return images[ordered], labels[ordered]
+        return images[ordered], labels[ordered], weights[ordered]
 
     def gather_tensor(batch_indices):
-        batch_images, batch_labels = tf.numpy_function(
-            gather, [batch_indices], (tf.as_dtype(images.dtype), label_dtype)
+        batch_images, batch_labels, batch_weights = tf.numpy_function(
+            gather, [batch_indices], (tf.as_dtype(images.dtype), label_dtype, tf.float32)
         )
         batch_images.set_shape((None, *images.shape[1:]))
         batch_labels.set_shape((None, *labels.shape[1:]))
+        batch_weights.set_shape((None,))
+        if weighted:
+            return tf.cast(batch_images, tf.float32), batch_labels, batch_weights
         return tf.cast(batch_images, tf.float32), batch_labels
 
     dataset = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
@@ -192,11 +207,15 @@ def batches(
     dataset = dataset.shard(*shard).batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(gather_tensor, num_parallel_calls=tf.data.AUTOTUNE)
     if augmentation is not None:
-        dataset = dataset.map(lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(
+            lambda x, *rest: (augmentation(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def replica_batches(strategy, images, labels, indices, batch_size, *, seed=None, augment=True, what="training"):
+def replica_batches(
+    strategy, images, labels, indices, batch_size, *, seed=None, augment=True, what="training", weights=None
+):
     """`batches` for every replica of a tf.distribute `strategy`: `batch_size` images each per step.
 
     With one replica this is `batches` itself. With several, each worker's input
@@ -211,13 +230,16 @@ def replica_batches(strategy, images, labels, indices, batch_size, *, seed=None,
     Args:
         seed: shuffle and augment (training); None keeps the order (validation).
         augment: with a seed, apply the image augmentation (not to feature vectors).
+        weights: one loss weight per image (class weights), or None.
     """
     replicas = strategy.num_replicas_in_sync
     shuffled = seed is not None
     augment = shuffled and augment
     if replicas == 1:
         augmentation = make_augmentation(seed) if augment else None
-        return batches(images, labels, indices, batch_size, shuffle_seed=seed, augmentation=augmentation)
+        return batches(
+            images, labels, indices, batch_size, shuffle_seed=seed, augmentation=augmentation, weights=weights
+        )
     if not shuffled:  # Validation: a fixed random order, so the images left out are a random few, not one class.
         indices = np.random.default_rng(0).permutation(indices)
     steps = steps_per_epoch(len(indices), batch_size, replicas)
@@ -240,6 +262,7 @@ def replica_batches(strategy, images, labels, indices, batch_size, *, seed=None,
             augmentation=augmentation,
             shard=shard,
             drop_remainder=True,
+            weights=weights,
         )
         return dataset.take(steps * local_replicas)
 

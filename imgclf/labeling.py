@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from imgclf import artifacts, data, devices, folders, legacy, outputs, report, runtimes
+from imgclf import artifacts, data, devices, folders, legacy, metrics, outputs, report, runtimes
 from imgclf.cli import UsageError
 
 
@@ -89,6 +89,11 @@ def predict(config):
     run, metadata = _runner(config)
     load_seconds = time.time() - started
     class_names = metadata["class_names"]
+    if config.threshold is not None and len(class_names) != 2:
+        raise UsageError(
+            f"`--threshold` applies to two classes; this model has {len(class_names)}, and the most probable is "
+            "chosen. Leave --threshold out."
+        )
     true_labels = None
     if config.evaluate:
         if len(config.input) != 1 or not os.path.isdir(config.input[0]):
@@ -116,7 +121,8 @@ def predict(config):
     if config.sort_into:
         _sort_copies(paths, chosen_labels, class_names, config.sort_into)
     if true_labels is not None:
-        _evaluate(np.array(true_labels), np.array(chosen_labels), class_names, config.output)
+        threshold = _threshold(config, metadata)
+        _evaluation_report(paths, np.array(true_labels), np.array(chosen_labels), class_names, config.output, threshold)
     return 1 if errors else 0
 
 
@@ -152,11 +158,19 @@ def _runner(config):
     return runtimes.keras_runner(devices.inference_model(model, config.mixed_precision)), metadata
 
 
+def _threshold(config, metadata):
+    """--threshold, else the one saved with the model (chosen on its validation images), else 0.5."""
+    if config.threshold is not None:
+        return config.threshold
+    saved = metadata.get("threshold")
+    return outputs.DEFAULT_THRESHOLD if saved is None else saved
+
+
 def _label(run, paths, metadata, config, done):
     """Labels `paths` batch by batch, appending rows to config.output and each label to `done`;
     returns how many files could not be read."""
     class_names = metadata["class_names"]
-    threshold = metadata.get("threshold", outputs.DEFAULT_THRESHOLD) if config.threshold is None else config.threshold
+    threshold = _threshold(config, metadata)
     progress = Progress(len(paths))
     errors, start = 0, 0
     batches = data.decode_dataset(paths, metadata["image_size"], config.batch_size, metadata.get("resize", "bilinear"))
@@ -339,12 +353,35 @@ def _sort_copies(paths, chosen_labels, class_names, destination):
     print(f"Copied {copied} image(s) into {destination}/<label>/.")
 
 
-def _evaluate(true_labels, chosen_labels, class_names, output):
+def _evaluation_report(paths, true_labels, chosen_labels, class_names, output, threshold):
+    """Writes <output>_report.txt (accuracy, balanced accuracy, ROC AUC, average precision, per class),
+    the confusion matrix and the ROC and precision-recall curves, from the probabilities in the CSV."""
     readable = chosen_labels >= 0
-    counts = report.confusion_matrix(true_labels[readable], chosen_labels[readable], len(class_names))
-    text = report.text_report(counts, class_names)
+    probabilities_of = _probabilities_in(output)
+    probabilities = np.array([probabilities_of[path] for path, ok in zip(paths, readable) if ok]).reshape(
+        -1, len(class_names)
+    )
+    true_labels, chosen_labels = true_labels[readable], chosen_labels[readable]
+    counts = report.confusion_matrix(true_labels, chosen_labels, len(class_names))
+    scores = metrics.summary(true_labels, probabilities, counts)
+    threshold_line = f"threshold: {threshold:.4f}" if len(class_names) == 2 else None
+    text = report.text_report(counts, class_names, scores, threshold_line)
     stem = os.path.splitext(output)[0]
     artifacts.write_text(stem + "_report.txt", text)
     with artifacts.atomic_path(stem + "_confusion_matrix.png") as temporary:
         report.plot_confusion_matrix(counts, class_names, temporary)
-    print(f"\n{text}Report written to {stem}_report.txt and {stem}_confusion_matrix.png.")
+    with (
+        artifacts.atomic_path(stem + "_roc_curve.png") as roc,
+        artifacts.atomic_path(stem + "_pr_curve.png") as pr,
+    ):
+        report.plot_curves(true_labels, probabilities, class_names, threshold, roc, pr)
+    print(f"\n{text}Report written to {stem}_report.txt, {stem}_confusion_matrix.png, _roc_curve.png, _pr_curve.png.")
+
+
+def _probabilities_in(output):
+    """{path: per-class probabilities} of the labeled rows of a predictions CSV (this run's and a resumed one's)."""
+    with open(output, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        columns = [i for i, name in enumerate(header) if name.startswith("prob_")]
+        return {_unescaped(row[0]): [float(row[i]) for i in columns] for row in reader if not row[-1]}

@@ -10,6 +10,8 @@ cross-entropy, integer labels) and the most probable class is chosen.
 import numpy as np
 
 DEFAULT_THRESHOLD = 0.5
+# `--class-weight auto` weights the classes once the largest has this many times the images of the smallest.
+IMBALANCE_RATIO = 1.5
 
 
 def is_binary(num_classes):
@@ -64,3 +66,16 @@ def class_probabilities(outputs):
     if outputs.shape[1] == 1:
         return np.concatenate([1.0 - outputs, outputs], axis=1)
     return outputs
+
+
+def class_weights(labels, num_classes, mode="auto"):
+    """Loss weight of each class for `--class-weight` auto|none, or None for no weighting.
+
+    auto: inverse class frequency, scaled so the weights average 1 over the images
+    (n / (classes * count), as scikit-learn's "balanced"), once the largest class has
+    at least IMBALANCE_RATIO times the images of the smallest.
+    """
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes)
+    if mode == "none" or counts.max() < IMBALANCE_RATIO * counts.min():
+        return None
+    return counts.sum() / (num_classes * counts)

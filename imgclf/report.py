@@ -1,6 +1,8 @@
-"""Accuracy figures and plots: confusion matrix, per-class report, training curves."""
+"""Accuracy figures and plots: confusion matrix, per-class report, training curves, ROC and PR curves."""
 
 import numpy as np
+
+from imgclf import metrics
 
 
 def confusion_matrix(true_labels, predicted_labels, num_classes):
@@ -22,17 +24,28 @@ def per_class_metrics(counts):
     return precision, recall, f1, actual
 
 
-def text_report(counts, class_names):
+def text_report(counts, class_names, scores=None, threshold=None):
     """Accuracy, a per-class precision/recall/F1/support table and the confusion matrix, as text.
 
     For two classes the second class counts as "positive": sensitivity is its
-    recall and specificity the first class's recall.
+    recall and specificity the first class's recall. `scores` (`metrics.summary`)
+    adds balanced accuracy, ROC AUC and average precision; `threshold` is a line
+    saying which threshold labeled the images and where it came from.
     """
     precision, recall, f1, support = per_class_metrics(counts)
     total = counts.sum()
     accuracy = np.trace(counts) / total if total else 0.0
     width = max(12, *(len(name) for name in class_names))
-    lines = [f"accuracy: {accuracy:.4f} ({np.trace(counts)}/{total})", ""]
+    lines = [f"accuracy: {accuracy:.4f} ({np.trace(counts)}/{total})"]
+    if scores:
+        lines.append(f"balanced accuracy: {scores['balanced_accuracy']:.4f} (the mean of the classes' recalls)")
+        one_vs_rest = "" if len(class_names) == 2 else ", mean of one-vs-rest"
+        for key, name in (("roc_auc", "ROC AUC"), ("average_precision", "average precision")):
+            if scores.get(key) is not None:
+                lines.append(f"{name}: {scores[key]:.4f}{one_vs_rest}")
+    if threshold:
+        lines.append(threshold)
+    lines.append("")
     lines.append(f"{'class':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>9}")
     for i, name in enumerate(class_names):
         lines.append(f"{name:<{width}} {precision[i]:>9.4f} {recall[i]:>9.4f} {f1[i]:>9.4f} {support[i]:>9d}")
@@ -79,6 +92,47 @@ def plot_history(history, path):
         axes.grid(alpha=0.3)
         axes.legend()
     _save(figure, path)
+
+
+def plot_curves(true_labels, probabilities, class_names, threshold, roc_path, pr_path):
+    """Writes the ROC and the precision-recall curves as two PNGs, the threshold in use marked on each.
+
+    Two classes: the second class's curves; more: one curve per class against the rest.
+    """
+    probabilities = np.asarray(probabilities)
+    binary = probabilities.shape[1] == 2
+    names = _drawable_names(class_names)
+    for path, kind in ((roc_path, "roc"), (pr_path, "pr")):
+        figure, axes = _figure(figsize=(5.5, 5))
+        for index in [1] if binary else range(len(class_names)):
+            positive = np.asarray(true_labels) == index
+            if positive.all() or not positive.any():
+                continue
+            scores = probabilities[:, index]
+            if kind == "roc":
+                x, y, thresholds = metrics.roc_curve(positive, scores)
+                value = f"AUC {metrics.roc_auc(positive, scores):.3f}"
+            else:
+                y, x, thresholds = metrics.precision_recall_curve(positive, scores)
+                value = f"AP {metrics.average_precision(positive, scores):.3f}"
+            axes.plot(x, y, label=f"{names[index]} ({value})")
+            if binary and threshold is not None:  # the point where scores >= threshold are called positive
+                point = max(0, np.searchsorted(-thresholds, -threshold, side="right") - 1)
+                axes.plot(x[point], y[point], "o", color="black", label=f"threshold {threshold:.3f}")
+        if kind == "roc":
+            axes.plot([0, 1], [0, 1], ":", color="grey")
+            axes.set_xlabel("false positive rate (1 - specificity)")
+            axes.set_ylabel("true positive rate (sensitivity)")
+            axes.set_title("ROC curve" + ("" if binary else "s, one class against the rest"))
+        else:
+            axes.set_xlabel("recall")
+            axes.set_ylabel("precision")
+            axes.set_title("Precision-recall curve" + ("" if binary else "s, one class against the rest"))
+        axes.set_xlim(-0.02, 1.02)
+        axes.set_ylim(-0.02, 1.02)
+        axes.grid(alpha=0.3)
+        axes.legend(loc="lower right" if kind == "roc" else "lower left")
+        _save(figure, path)
 
 
 def _drawable_names(class_names):

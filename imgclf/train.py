@@ -15,7 +15,7 @@ import numpy as np
 import PIL
 import tensorflow as tf
 
-from imgclf import artifacts, data, devices, distribute, folders, models, outputs, report
+from imgclf import artifacts, data, devices, distribute, folders, metrics, models, outputs, report
 from imgclf.cli import UsageError
 
 SKIPPED_FILE = "skipped_files.txt"
@@ -149,6 +149,7 @@ def train(config):
     keras.utils.set_random_seed(config.seed)
 
     split = scan(config)  # Before --model-dir is made: a wrong folder layout leaves nothing behind.
+    check_threshold_flags(config, split.class_names)
     made_model_dir = not os.path.isdir(config.model_dir)
     folders.check_writable_folder(config.model_dir, "--model-dir")
     start_checkpoints(config)  # Only once the data is known to be there: never lose a resumable run to a typo.
@@ -161,6 +162,8 @@ def train(config):
         f"Classes ({num_classes}): {', '.join(split.class_names)}. "
         f"{len(split.train)} training and {len(split.validation)} validation files ({split.validation_source})."
     )
+    class_weights = outputs.class_weights(split.labels[split.train], num_classes, config.class_weight)
+    print(describe_class_weights(class_weights, split, config.class_weight))
     cache_file = os.path.join(config.model_dir, ".decoded-images.npy")
     try:
         devices.set_policy(policy)
@@ -181,7 +184,8 @@ def train(config):
         print(f"Cached {inputs.nbytes / 2**20:.0f} MB of {what} in {decode_seconds:.0f} s.")
         split = drop_unreadable(split, errors, config.model_dir, config.strict)
         labels = outputs.encode_labels(split.labels, num_classes)
-        history = _fit(config, strategy, trainee, split, inputs, labels, augment=parts is None)
+        sample_weights = None if class_weights is None else class_weights[split.labels]
+        history = _fit(config, strategy, trainee, split, inputs, labels, parts is None, sample_weights)
         devices.set_policy("float32")
         if not distribute.is_chief(strategy):
             print(f"Worker finished training; the chief writes the model. Resume state kept in {config.model_dir}.")
@@ -191,7 +195,9 @@ def train(config):
         # Evaluate as predict.py will label, so the report matches what users get (the head on the
         # backbone's features computes exactly what the whole network does).
         trainee = models.backbone_and_head(model)[1] if parts else model
-        counts = _evaluate(devices.inference_model(trainee), config, split, inputs, labels, history)
+        counts, threshold, how, scores = _evaluate(
+            devices.inference_model(trainee), config, split, inputs, labels, history
+        )
     except UsageError:
         if not config.resume:  # A fresh run that stopped on bad data has nothing to resume.
             shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
@@ -212,12 +218,15 @@ def train(config):
         "architecture": config.arch,
         "trained_with": policy,
         "devices": distribute.describe(strategy),
-        "threshold": outputs.DEFAULT_THRESHOLD,
+        "threshold": threshold,
+        "threshold_chosen_by": how or None,
+        "class_weights": None if class_weights is None else dict(zip(split.class_names, class_weights.tolist())),
         "config": dataclasses.asdict(config),
         "validation": {
             "source": split.validation_source,
             "images": int(counts.sum()),
             "accuracy": float(np.trace(counts) / counts.sum()),
+            **scores,
             "loss": float(min(history["val_loss"])),
         },
         "training": {
@@ -360,18 +369,21 @@ def _earlier_model(folder, class_names):
     return models.with_new_output(model, len(class_names))
 
 
-def _fit(config, strategy, model, split, images, labels, augment=True):
+def _fit(config, strategy, model, split, images, labels, augment=True, sample_weights=None):
     """Compiles and fits `model` on `images` (or feature vectors: `augment` False); returns the history.
 
+    `sample_weights` (one per image: its class's weight) weight the training and the
+    validation loss alike, so the best epoch is the best on the weighted loss.
     `model` ends with the best epoch's weights.
     """
     num_classes = len(split.class_names)
     replicas = strategy.num_replicas_in_sync
     train_batches = data.replica_batches(
-        strategy, images, labels, split.train, config.batch_size, seed=config.seed, augment=augment
-    )
+        strategy, images, labels, split.train, config.batch_size, seed=config.seed, augment=augment,
+        weights=sample_weights,
+    )  # fmt: skip
     validation_batches = data.replica_batches(
-        strategy, images, labels, split.validation, config.batch_size, what="validation"
+        strategy, images, labels, split.validation, config.batch_size, what="validation", weights=sample_weights
     )
     steps_per_epoch = data.steps_per_epoch(len(split.train), config.batch_size, replicas)
     learning_rate = distribute.scaled_learning_rate(config.learning_rate, replicas)
@@ -435,13 +447,22 @@ def _fit(config, strategy, model, split, images, labels, augment=True):
 
 
 def _evaluate(model, config, split, images, labels, history):
-    """Labels the validation images, writes report.txt and both plots; returns the confusion matrix."""
+    """Labels the validation images, chooses the threshold (two classes), writes report.txt and the plots.
+
+    Returns:
+        (confusion matrix, threshold, how it was chosen, metrics.summary scores).
+    """
     num_classes = len(split.class_names)
     validation_batches = data.batches(images, labels, split.validation, config.batch_size)
-    # The same labelling rule as predict.py, at the model's threshold.
-    predicted, _ = outputs.label_rows(model.predict(validation_batches, verbose=0))
-    counts = report.confusion_matrix(split.labels[split.validation], predicted, num_classes)
-    text = report.text_report(counts, split.class_names)
+    probabilities = outputs.class_probabilities(model.predict(validation_batches, verbose=0))
+    true_labels = split.labels[split.validation]
+    threshold, how = choose_threshold(config, split.class_names, true_labels, probabilities)
+    # The same labelling rule as predict.py, at the threshold saved with the model.
+    predicted, _ = outputs.label_rows(probabilities, threshold)
+    counts = report.confusion_matrix(true_labels, predicted, num_classes)
+    scores = metrics.summary(true_labels, probabilities, counts)
+    threshold_line = f"threshold: {threshold:.4f} ({how})" if threshold is not None else None
+    text = report.text_report(counts, split.class_names, scores, threshold_line)
     artifacts.write_text(os.path.join(config.model_dir, "report.txt"), text)
     for name, plot, arguments in (
         ("training_curves.png", report.plot_history, (history,)),
@@ -449,8 +470,56 @@ def _evaluate(model, config, split, images, labels, history):
     ):
         with artifacts.atomic_path(os.path.join(config.model_dir, name)) as temporary:
             plot(*arguments, temporary)
+    with (
+        artifacts.atomic_path(os.path.join(config.model_dir, "roc_curve.png")) as roc,
+        artifacts.atomic_path(os.path.join(config.model_dir, "pr_curve.png")) as pr,
+    ):
+        report.plot_curves(true_labels, probabilities, split.class_names, threshold, roc, pr)
     print(f"\nValidation report ({split.validation_source}):\n{text}")
-    return counts
+    return counts, threshold, how, scores
+
+
+def check_threshold_flags(config, class_names):
+    """Refuses --threshold and --target-recall where they cannot apply, before any training."""
+    if len(class_names) != 2 and (config.threshold != "auto" or config.target_recall):
+        flag = "--target-recall" if config.target_recall else "--threshold"
+        raise UsageError(
+            f"`{flag}` applies to two classes; there are {len(class_names)}, and the most probable is chosen. "
+            f"Leave {flag} out."
+        )
+    target = config.target()
+    if target and target[0] not in class_names:
+        raise UsageError(f"`--target-recall` names class '{target[0]}', which is not one of {', '.join(class_names)}.")
+
+
+def choose_threshold(config, class_names, true_labels, probabilities):
+    """(threshold, how it was chosen) for two classes from the validation probabilities; (None, "") for more."""
+    if len(class_names) != 2:
+        return None, ""
+    positive = probabilities[:, 1]
+    target = config.target()
+    if target:
+        name, recall = target
+        threshold = metrics.threshold_for_recall(true_labels, positive, class_names.index(name), recall)
+        return threshold, f"--target-recall: keeps the recall of '{name}' >= {recall:g} on the validation images"
+    if config.threshold != "auto":
+        return float(config.threshold), "--threshold"
+    threshold = metrics.best_balanced_threshold(true_labels == 1, positive)
+    return threshold, "--threshold auto: the best balanced accuracy on the validation images"
+
+
+def describe_class_weights(weights, split, mode):
+    """The line that says which class weights training uses, and why."""
+    counts = np.bincount(split.labels[split.train], minlength=len(split.class_names))
+    ratio = counts.max() / max(1, counts.min())
+    if weights is None:
+        why = "--class-weight none" if mode == "none" else f"the classes are within {outputs.IMBALANCE_RATIO:g}x"
+        return f"Class weights: none ({why}; the largest class has {ratio:.1f}x the images of the smallest)."
+    listed = ", ".join(f"{name} {weight:.2f}" for name, weight in zip(split.class_names, weights))
+    return (
+        f"Class weights: {listed} (inverse frequency: the largest class has {ratio:.1f}x the images of the "
+        "smallest; --class-weight none turns them off)."
+    )
 
 
 def _print_summary(metadata, model_dir):

@@ -18,6 +18,8 @@ MODEL_FILES = [
     "history.csv",
     "training_curves.png",
     "confusion_matrix.png",
+    "roc_curve.png",
+    "pr_curve.png",
     "report.txt",
     "skipped_files.txt",
     "summary.txt",
@@ -187,8 +189,17 @@ def test_evaluate_and_sort_into_leave_originals_untouched(trained):
         root / "sorted",
     )
     assert result.returncode == 0, result.stderr
-    assert "accuracy:" in (root / "eval_report.txt").read_text()
-    assert (root / "eval_confusion_matrix.png").is_file()
+    report_text = (root / "eval_report.txt").read_text()
+    assert "accuracy:" in report_text and "balanced accuracy:" in report_text
+    for name in ("eval_confusion_matrix.png", "eval_roc_curve.png", "eval_pr_curve.png"):
+        assert (root / name).is_file()
+    # The ROC AUC in the report is the share of (dog, cat) pairs in which the dog scores higher.
+    rows = _rows(output)
+    dogs = np.array([float(r["prob_dogs"]) for r in rows if "/dogs/" in r["path"].replace("\\", "/")])
+    cats = np.array([float(r["prob_dogs"]) for r in rows if "/cats/" in r["path"].replace("\\", "/")])
+    pairs = dogs[:, None] - cats[None, :]
+    auc = np.mean((pairs > 0) + 0.5 * (pairs == 0))
+    assert f"ROC AUC: {auc:.4f}" in report_text
     sorted_files = list((root / "sorted").rglob("*.*"))
     assert len(sorted_files) == 16 and {p.parent.name for p in sorted_files} <= {"cats", "dogs"}
     assert before == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in test_set.rglob("*") if p.is_file()}
@@ -255,6 +266,35 @@ def test_three_classes_without_test_set_use_a_split_and_softmax(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = _rows(output)
     assert len(rows) == 30 and {"prob_glass", "prob_metal", "prob_paper"} <= set(rows[0])
+    assert metadata["threshold"] is None and "roc_auc" in metadata["validation"]
+    assert (model_dir / "roc_curve.png").is_file()
+    refused = run_script("predict.py", "--model-dir", model_dir, "--input", data_dir, "--threshold", "0.3")
+    assert refused.returncode == 2 and "`--threshold` applies to two classes" in refused.stderr
+    for flag, value in (("--threshold", "0.3"), ("--target-recall", "glass=0.9")):
+        refused = run_script("train_cnn.py", "--data-dir", data_dir, "--model-dir", tmp_path / "m2", flag, value)
+        assert refused.returncode == 2 and f"`{flag}` applies to two classes" in refused.stderr
+        assert not (tmp_path / "m2").exists()
+
+
+def test_imbalanced_classes_get_weights_and_a_chosen_threshold(tmp_path):
+    data_dir = tmp_path / "Dataset"
+    write_class_tree(data_dir / "Training_Set", ["normal", "pneumonia"], per_class=8)
+    for path in write_class_tree(tmp_path / "more", ["normal"], per_class=24, start_seed=300):  # 32 against 8
+        shutil.move(path, data_dir / "Training_Set" / "normal" / ("more_" + path.rsplit("/", 1)[-1]))
+    write_class_tree(data_dir / "Test_Set", ["normal", "pneumonia"], per_class=4, start_seed=600)
+    model_dir = tmp_path / "models"
+    common = ["--data-dir", data_dir, "--arch", "simple", "--epochs", "2", "--image-size", "32"]
+    result = run_script("train_cnn.py", *common, "--model-dir", model_dir, "--target-recall", "pneumonia=1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Class weights: normal 0.62, pneumonia 2.50 (inverse frequency" in result.stdout.splitlines()[2]
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    assert metadata["class_weights"] == {"normal": 0.625, "pneumonia": 2.5}
+    assert metadata["threshold_chosen_by"].startswith("--target-recall")
+    assert "recall of 'pneumonia'): 1.0000" in (model_dir / "report.txt").read_text()  # met on validation
+    unweighted = run_script("train_cnn.py", *common, "--model-dir", tmp_path / "m2", "--class-weight", "none")
+    assert "Class weights: none (--class-weight none; the largest class has 4.0x" in unweighted.stdout
+    unknown = run_script("train_cnn.py", *common, "--model-dir", tmp_path / "m3", "--target-recall", "cancer=0.9")
+    assert unknown.returncode == 2 and "names class 'cancer', which is not one of normal, pneumonia" in unknown.stderr
 
 
 @pytest.mark.parametrize(
