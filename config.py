@@ -53,7 +53,9 @@ class _Checked:
 
 @dataclasses.dataclass
 class TrainConfig(_Checked):
-    data_dir: str = setting("Dataset", "folder holding Training_Set/<class>/ and optionally Test_Set/<class>/")
+    data_dir: str = setting(
+        "Dataset", "folder holding Training_Set/<class>/ and optionally Validation_Set/<class>/ and Test_Set/<class>/"
+    )
     model_dir: str = setting("models", "folder the model and its reports are written to")
     arch: str = setting(
         "efficientnet_lite0",
@@ -96,7 +98,16 @@ class TrainConfig(_Checked):
         choices=["auto", "none"],
     )
     validation_split: float = setting(
-        0.2, "share of Training_Set held out for validation when there is no Test_Set", low=0.01, high=0.9
+        0.2,
+        "share of Training_Set held out to choose the best epoch and the threshold when there is no Validation_Set/",
+        low=0.01,
+        high=0.9,
+    )
+    test_split: float = setting(
+        0.0,
+        "without a Test_Set/: share of Training_Set held out (stratified, seeded) and scored once at the end",
+        low=0.0,
+        high=0.9,
     )
     patience: int = setting(8, "stop after this many epochs without a better validation loss", low=1, high=10000)
     threshold: str = setting(

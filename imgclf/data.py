@@ -276,8 +276,8 @@ def steps_per_epoch(count, batch_size, replicas=1):
     return count // (batch_size * replicas)
 
 
-def stratified_split(labels, fraction, seed):
-    """Splits indices into (train, validation) keeping each class's share; seeded."""
+def stratified_split(labels, fraction, seed, flag="--validation-split"):
+    """Splits indices into (kept, held out) keeping each class's share; seeded. `flag` names the share in errors."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     train, validation = [], []
@@ -286,7 +286,7 @@ def stratified_split(labels, fraction, seed):
         count = max(1, int(round(len(members) * fraction)))
         if count >= len(members):
             raise UsageError(
-                f"`--validation-split` {fraction} leaves no training image of class index {label} "
+                f"`{flag}` {fraction} leaves no training image of class index {label} "
                 f"({len(members)} images). Add images, add a Test_Set, or lower it."
             )
         validation.extend(members[:count])

@@ -15,7 +15,8 @@ JUNK_NAMES = {"thumbs.db", "desktop.ini", "__macosx", "ehthumbs.db"}
 # The names a data folder's parts go by, the canonical one first. Matching ignores
 # case, spaces, '-' and '_', so `training_set`, `Training Set` and `train` all count.
 TRAINING_NAMES = ("Training_Set", "training", "train")
-TEST_NAMES = ("Test_Set", "test", "testing", "validation", "val", "valid")
+VALIDATION_NAMES = ("Validation_Set", "validation", "val", "valid")
+TEST_NAMES = ("Test_Set", "test", "testing")
 
 
 def is_junk(name):

@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import io
 import json
 import os
 import platform
@@ -21,12 +22,14 @@ from imgclf.cli import UsageError
 SKIPPED_FILE = "skipped_files.txt"
 CHECKPOINTS = "checkpoints"
 SUMMARY_FILE = "summary.txt"
+SPLITS_FILE = "splits.csv"
 PLACEMENT = ("strategy", "workers", "worker_index")
 
 
 @dataclasses.dataclass
 class Split:
-    """The scanned data: every file once, its label, and which indices train and which validate."""
+    """The scanned data: every file once, its label, and which indices train, which choose (the best
+    epoch, the threshold) and which score the model once at the end (none without a test set)."""
 
     paths: list
     labels: np.ndarray
@@ -34,13 +37,18 @@ class Split:
     train: np.ndarray
     validation: np.ndarray
     validation_source: str
+    test: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    test_source: str = ""
 
 
 def scan(config):
-    """Finds the classes and files and decides the validation images (Test_Set, else a split).
+    """Finds the classes and files and decides which images train, which validate and which test.
 
-    The folders' names are matched loosely (`training_set`, `Test Set`, `val`); a
-    Test_Set with no images in it counts as no Test_Set.
+    Validation: `Validation_Set/` when there is one, else a stratified `--validation-split`
+    of Training_Set. Test: `Test_Set/`, else a stratified `--test-split` of Training_Set
+    (none by default). A Test_Set never chooses anything: it is scored once, at the end.
+    The folders' names are matched loosely (`training_set`, `Test Set`, `val`); a folder
+    with no images in it counts as absent.
     """
     training_dir = folders.find_folder(config.data_dir, folders.TRAINING_NAMES)
     if training_dir is None:
@@ -49,18 +57,35 @@ def scan(config):
             "class there (see Dataset/README.md), or run `make demo` to train on a generated demo set."
         )
     paths, labels, class_names = folders.scan_class_folders(training_dir)
-    test_dir = folders.find_folder(config.data_dir, folders.TEST_NAMES)
-    if test_dir is not None and folders.holds_files(test_dir):
-        test_paths, test_labels, _ = folders.scan_class_folders(test_dir, classes=class_names)
-        train = np.arange(len(paths))
-        validation = np.arange(len(paths), len(paths) + len(test_paths))
-        source = os.path.basename(test_dir)
-        return Split(paths + test_paths, np.array(labels + test_labels), class_names, train, validation, source)
-    train, validation = data.stratified_split(labels, config.validation_split, config.seed)
-    source = f"{config.validation_split:g} of {os.path.basename(training_dir)}"
-    if test_dir is not None:
-        print(f"{test_dir} holds no images, so a stratified {source} validates instead.")
-    return Split(paths, np.array(labels), class_names, train, validation, source)
+    train = np.arange(len(paths))
+    given, sources = {}, {}
+    for role, names in (("validation", folders.VALIDATION_NAMES), ("test", folders.TEST_NAMES)):
+        folder = folders.find_folder(config.data_dir, names)
+        if folder is not None and not folders.holds_files(folder):
+            print(f"{folder} holds no images, so it is left out.")
+        elif folder is not None:
+            role_paths, role_labels, _ = folders.scan_class_folders(folder, classes=class_names)
+            given[role] = np.arange(len(paths), len(paths) + len(role_paths))
+            sources[role] = os.path.basename(folder)
+            paths, labels = paths + role_paths, labels + role_labels
+    labels = np.array(labels)
+    training_name = os.path.basename(training_dir)
+    test = given.get("test")
+    if test is None and config.test_split:
+        kept, held = data.stratified_split(labels[train], config.test_split, config.seed, "--test-split")
+        train, test = train[kept], train[held]
+        sources["test"] = f"{config.test_split:g} of {training_name}"
+    validation = given.get("validation")
+    if validation is None:
+        kept, held = data.stratified_split(labels[train], config.validation_split, config.seed)
+        train, validation = train[kept], train[held]
+        remaining = " (after the test share)" if "test" in sources and "test" not in given else ""
+        sources["validation"] = f"{config.validation_split:g} of {training_name}{remaining}"
+    empty = np.zeros(0, np.int64)
+    return Split(
+        paths, labels, class_names, train, validation, sources["validation"],
+        empty if test is None else test, sources.get("test", ""),
+    )  # fmt: skip
 
 
 def drop_unreadable(split, errors, model_dir, strict=False):
@@ -80,12 +105,30 @@ def drop_unreadable(split, errors, model_dir, strict=False):
             print("  " + line.replace("\t", ": "))
     train = np.array([i for i in split.train if i not in bad], np.int64)
     validation = np.array([i for i in split.validation if i not in bad], np.int64)
-    for name, indices in (("Training", train), ("Validation", validation)):
+    test = np.array([i for i in split.test if i not in bad], np.int64)
+    for name, indices in (("Training", train), ("Validation", validation), ("Test", test)):
+        if name == "Test" and not len(split.test):
+            continue
         present = set(split.labels[indices].tolist())
         for label, class_name in enumerate(split.class_names):
             if label not in present:
                 raise UsageError(f"{name} images of class '{class_name}': none could be read. Add readable images.")
-    return dataclasses.replace(split, train=train, validation=validation)
+    return dataclasses.replace(split, train=train, validation=validation, test=test)
+
+
+def write_splits(split, errors, model_dir):
+    """Writes splits.csv: every file, its class and its part (training, validation, test, or skipped)."""
+    part = {}
+    for name, indices in (("training", split.train), ("validation", split.validation), ("test", split.test)):
+        part.update(dict.fromkeys(indices.tolist(), name))
+    part.update(dict.fromkeys((index for index, _ in errors), "skipped (unreadable)"))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "class", "split"])
+    writer.writerows(
+        [path, split.class_names[label], part[i]] for i, (path, label) in enumerate(zip(split.paths, split.labels))
+    )
+    artifacts.write_text(os.path.join(model_dir, SPLITS_FILE), buffer.getvalue())
 
 
 def compile_model(model, num_classes, learning_rate, total_steps, warmup_steps, jit="auto"):
@@ -160,7 +203,8 @@ def train(config):
     print(f"Training on {devices.describe()}: {distribute.describe(strategy)}, {policy} arithmetic ({why}).")
     print(
         f"Classes ({num_classes}): {', '.join(split.class_names)}. "
-        f"{len(split.train)} training and {len(split.validation)} validation files ({split.validation_source})."
+        f"{len(split.train)} training and {len(split.validation)} validation files ({split.validation_source})"
+        + (f", {len(split.test)} test files ({split.test_source}), scored once at the end." if len(split.test) else ".")
     )
     class_weights = outputs.class_weights(split.labels[split.train], num_classes, config.class_weight)
     print(describe_class_weights(class_weights, split, config.class_weight))
@@ -183,6 +227,7 @@ def train(config):
         decode_seconds = time.time() - started
         print(f"Cached {inputs.nbytes / 2**20:.0f} MB of {what} in {decode_seconds:.0f} s.")
         split = drop_unreadable(split, errors, config.model_dir, config.strict)
+        write_splits(split, errors, config.model_dir)
         labels = outputs.encode_labels(split.labels, num_classes)
         sample_weights = None if class_weights is None else class_weights[split.labels]
         history = _fit(config, strategy, trainee, split, inputs, labels, parts is None, sample_weights)
@@ -195,9 +240,7 @@ def train(config):
         # Evaluate as predict.py will label, so the report matches what users get (the head on the
         # backbone's features computes exactly what the whole network does).
         trainee = models.backbone_and_head(model)[1] if parts else model
-        counts, threshold, how, scores = _evaluate(
-            devices.inference_model(trainee), config, split, inputs, labels, history
-        )
+        threshold, how, figures = _evaluate(devices.inference_model(trainee), config, split, inputs, labels, history)
     except UsageError:
         if not config.resume:  # A fresh run that stopped on bad data has nothing to resume.
             shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
@@ -222,13 +265,8 @@ def train(config):
         "threshold_chosen_by": how or None,
         "class_weights": None if class_weights is None else dict(zip(split.class_names, class_weights.tolist())),
         "config": dataclasses.asdict(config),
-        "validation": {
-            "source": split.validation_source,
-            "images": int(counts.sum()),
-            "accuracy": float(np.trace(counts) / counts.sum()),
-            **scores,
-            "loss": float(min(history["val_loss"])),
-        },
+        "validation": {**figures["validation"], "loss": float(min(history["val_loss"]))},
+        **({"test": figures["test"]} if "test" in figures else {}),
         "training": {
             "images": len(split.train),
             "skipped_files": len(errors),
@@ -447,36 +485,62 @@ def _fit(config, strategy, model, split, images, labels, augment=True, sample_we
 
 
 def _evaluate(model, config, split, images, labels, history):
-    """Labels the validation images, chooses the threshold (two classes), writes report.txt and the plots.
+    """Chooses the threshold on the validation images, then scores the test images once (when there are
+    any) at that threshold; writes report.txt, the confusion matrix and the ROC and PR curves of the
+    images that scored (the validation images when there is no test set).
 
     Returns:
-        (confusion matrix, threshold, how it was chosen, metrics.summary scores).
+        (threshold, how it was chosen, {"validation": figures, "test": figures (with a test set)}).
     """
-    num_classes = len(split.class_names)
-    validation_batches = data.batches(images, labels, split.validation, config.batch_size)
-    probabilities = outputs.class_probabilities(model.predict(validation_batches, verbose=0))
-    true_labels = split.labels[split.validation]
-    threshold, how = choose_threshold(config, split.class_names, true_labels, probabilities)
-    # The same labelling rule as predict.py, at the threshold saved with the model.
-    predicted, _ = outputs.label_rows(probabilities, threshold)
-    counts = report.confusion_matrix(true_labels, predicted, num_classes)
-    scores = metrics.summary(true_labels, probabilities, counts)
-    threshold_line = f"threshold: {threshold:.4f} ({how})" if threshold is not None else None
-    text = report.text_report(counts, split.class_names, scores, threshold_line)
+    validation_labels, validation_probabilities = _probabilities(model, split, split.validation, images, labels, config)
+    threshold, how = choose_threshold(config, split.class_names, validation_labels, validation_probabilities)
+    roles = [("validation", split.validation_source, validation_labels, validation_probabilities)]
+    if len(split.test):
+        roles.append(("test", split.test_source, *_probabilities(model, split, split.test, images, labels, config)))
+    figures, sections = {}, []
+    for role, source, true_labels, probabilities in roles:
+        # The same labelling rule as predict.py, at the threshold saved with the model.
+        predicted, _ = outputs.label_rows(probabilities, threshold)
+        counts = report.confusion_matrix(true_labels, predicted, len(split.class_names))
+        scores = metrics.summary(true_labels, probabilities, counts)
+        accuracy = float(np.trace(counts) / counts.sum())
+        figures[role] = {"source": source, "images": int(counts.sum()), "accuracy": accuracy, **scores}
+        threshold_line = f"threshold: {threshold:.4f} ({how})" if threshold is not None else None
+        sections.append(
+            f"== {role}: {source} ==\n" + report.text_report(counts, split.class_names, scores, threshold_line)
+        )
+    text = _provenance(split, threshold) + "\n" + "\n".join(reversed(sections))
     artifacts.write_text(os.path.join(config.model_dir, "report.txt"), text)
-    for name, plot, arguments in (
-        ("training_curves.png", report.plot_history, (history,)),
-        ("confusion_matrix.png", report.plot_confusion_matrix, (counts, split.class_names)),
-    ):
-        with artifacts.atomic_path(os.path.join(config.model_dir, name)) as temporary:
-            plot(*arguments, temporary)
+    with artifacts.atomic_path(os.path.join(config.model_dir, "training_curves.png")) as temporary:
+        report.plot_history(history, temporary)
     with (
+        artifacts.atomic_path(os.path.join(config.model_dir, "confusion_matrix.png")) as matrix,
         artifacts.atomic_path(os.path.join(config.model_dir, "roc_curve.png")) as roc,
         artifacts.atomic_path(os.path.join(config.model_dir, "pr_curve.png")) as pr,
     ):
+        report.plot_confusion_matrix(counts, split.class_names, matrix)  # of the images that scored: the last role
         report.plot_curves(true_labels, probabilities, split.class_names, threshold, roc, pr)
-    print(f"\nValidation report ({split.validation_source}):\n{text}")
-    return counts, threshold, how, scores
+    print(f"\nReport (also in {os.path.join(config.model_dir, 'report.txt')}):\n{text}")
+    return threshold, how, figures
+
+
+def _probabilities(model, split, indices, images, labels, config):
+    """(true class indices, per-class probabilities) of the images at `indices`."""
+    batches = data.batches(images, labels, indices, config.batch_size)
+    return split.labels[indices], outputs.class_probabilities(model.predict(batches, verbose=0))
+
+
+def _provenance(split, threshold):
+    chose = "the best epoch" + (" and the threshold" if threshold is not None else "")
+    lines = [f"chosen on: {split.validation_source}, {len(split.validation)} images ({chose})"]
+    if len(split.test):
+        lines.append(f"scored on: {split.test_source}, {len(split.test)} images, once, after training")
+    else:
+        lines.append(
+            "scored on: the same validation images (no test set, so these figures are optimistic: add a "
+            "Test_Set/ or pass --test-split 0.2)"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def check_threshold_flags(config, class_names):
@@ -525,9 +589,15 @@ def describe_class_weights(weights, split, mode):
 def _print_summary(metadata, model_dir):
     validation = metadata["validation"]
     training = metadata["training"]
+    test = metadata.get("test")
+    scored = (
+        f"Test accuracy {test['accuracy']:.4f} (balanced {test['balanced_accuracy']:.4f}) on {test['images']} "
+        f"images ({test['source']}, scored once); validation accuracy {validation['accuracy']:.4f}"
+        if test
+        else f"Validation accuracy {validation['accuracy']:.4f} (balanced {validation['balanced_accuracy']:.4f})"
+    )
     print(
-        f"Validation accuracy {validation['accuracy']:.4f} on {validation['images']} images "
-        f"({validation['source']}); best epoch {training['best_epoch']} of {training['epochs_run']}; "
-        f"{training['seconds']:.0f} s in all."
+        f"{scored} on {validation['images']} images ({validation['source']}); best epoch {training['best_epoch']} "
+        f"of {training['epochs_run']}; {training['seconds']:.0f} s in all."
     )
     print(f"Model written to {os.path.join(model_dir, artifacts.MODEL_FILE)} (+ weights, metadata, reports).")

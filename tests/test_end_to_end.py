@@ -22,6 +22,7 @@ MODEL_FILES = [
     "pr_curve.png",
     "report.txt",
     "skipped_files.txt",
+    "splits.csv",
     "summary.txt",
 ]
 
@@ -70,8 +71,11 @@ def test_training_writes_every_artifact(trained):
     metadata = json.loads((model_dir / "metadata.json").read_text())
     assert metadata["class_names"] == ["cats", "dogs"]
     assert metadata["image_size"] == 32 and metadata["architecture"] == "efficientnet_lite0"
-    assert metadata["validation"]["source"] == "Test_Set" and metadata["validation"]["images"] == 16
-    assert metadata["training"] == {**metadata["training"], "images": 48, "skipped_files": 1, "epochs_run": 1}
+    assert metadata["test"]["source"] == "Test_Set" and metadata["test"]["images"] == 16
+    assert metadata["validation"]["source"] == "0.2 of Training_Set"
+    assert metadata["training"]["images"] + metadata["validation"]["images"] == 48  # the broken file is in neither
+    assert metadata["training"] == {**metadata["training"], "skipped_files": 1, "epochs_run": 1}
+    assert "scored on: Test_Set, 16 images, once, after training" in (model_dir / "report.txt").read_text()
     assert set(metadata["versions"]) >= {"tensorflow", "keras", "python"}
     history = (model_dir / "history.csv").read_text().splitlines()
     assert len(history) == 2 and "seconds" in history[0].split(",")  # header + one epoch, with elapsed time

@@ -59,7 +59,7 @@ def test_photos_in_training_set_only_train_and_predict(clone):
     write_class_tree(clone / "Dataset" / "Training_Set", ["Cats", "Dogs"], per_class=20)
     result = run_script("train_cnn.py", *FAST, cwd=clone, script_dir=clone)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "holds no images, so a stratified 0.2 of Training_Set validates instead." in result.stdout
+    assert "Dataset/Test_Set holds no images, so it is left out." in result.stdout
     metadata = json.loads((clone / "models" / "metadata.json").read_text())
     assert metadata["class_names"] == ["Cats", "Dogs"]
     assert metadata["validation"]["source"] == "0.2 of Training_Set" and metadata["validation"]["images"] == 8
@@ -83,8 +83,9 @@ def test_training_set_and_test_set_in_any_spelling(clone):
     result = run_script("train_cnn.py", *FAST, cwd=clone, script_dir=clone)
     assert result.returncode == 0, result.stdout + result.stderr
     metadata = json.loads((clone / "models" / "metadata.json").read_text())
-    assert metadata["validation"]["source"] == "test_set" and metadata["validation"]["images"] == 10
-    assert metadata["training"]["images"] == 32
+    assert metadata["test"]["source"] == "test_set" and metadata["test"]["images"] == 10  # scored, chose nothing
+    assert metadata["validation"]["source"] == "0.2 of Training_Set" and metadata["validation"]["images"] == 6
+    assert metadata["training"]["images"] == 26
 
 
 def test_output_into_a_closed_pipe_loses_nothing(clone):
