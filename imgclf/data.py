@@ -16,10 +16,11 @@ from imgclf import images as image_io
 from imgclf.cli import UsageError
 
 
-def decode_dataset(paths, image_size, batch_size, resize="bilinear"):
+def decode_dataset(paths, image_size, batch_size, resize="bilinear", grayscale=False):
     """Batches of `(images, errors)` for `paths`, in order, decoded in parallel.
 
-    `images` is uint8 `(batch, size, size, 3)`; `errors[i]` is an empty string
+    `images` is uint8 `(batch, size, size, 3)` (`grayscale`: colour reduced to grey, see
+    `images.load_image`); `errors[i]` is an empty string
     when file i was read fine, else the reason it could not be (its image is zeros).
     Each call into Python decodes a whole batch: one call per file costs more than
     the decoding of a small photo. Pillow releases the GIL while it decodes, so
@@ -31,7 +32,7 @@ def decode_dataset(paths, image_size, batch_size, resize="bilinear"):
         errors = np.full(len(batch_paths), b"", dtype=object)
         for i, path in enumerate(batch_paths):
             try:
-                pixels[i] = image_io.load_image(os.fsdecode(path), image_size, resize)
+                pixels[i] = image_io.load_image(os.fsdecode(path), image_size, resize, grayscale)
             except image_io.ImageError as error:
                 errors[i] = str(error).encode()
         return pixels, errors

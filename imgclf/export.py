@@ -140,7 +140,10 @@ def contract(metadata, input_name, output_name):
             "shape": ["batch", size, size, 3],
             "layout": "NHWC",
             "values": "RGB pixel values 0-255 (not scaled), the photo turned upright from its EXIF orientation "
-            f"and resized ({metadata.get('resize', 'bilinear')}) to {size}x{size}",
+            f"and resized ({metadata.get('resize', 'bilinear')}) to {size}x{size}"
+            + (
+                ", colour reduced to grey (the grey in R, G and B)" if metadata.get("color_mode") == "grayscale" else ""
+            ),
         },
         "output": {
             "name": output_name,

@@ -21,13 +21,29 @@ class ImageError(Exception):
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 
 
-def load_image(path, size, resize="bilinear"):
+# Pillow modes with one channel (a grey value, maybe with transparency): X-rays, scans.
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
+def is_grayscale(path):
+    """True when the file stores one channel (read from its header only); False for colour or unreadable files."""
+    try:
+        with Image.open(path) as image:
+            return image.mode in GRAY_MODES
+    except Exception:  # Unreadable files are reported where they are decoded.
+        return False
+
+
+def load_image(path, size, resize="bilinear", grayscale=False):
     """Decodes `path` into a `(size, size, 3)` uint8 RGB array.
 
     Phone photos are turned upright from their EXIF orientation, grayscale,
     palette, CMYK, 16-bit and transparent images become plain RGB (transparent
-    areas on white), and the image is resized to a square (`resize`: "bilinear",
-    or "nearest" as the Keras 2 tutorials did). Large JPEGs are decoded directly at a reduced scale (DCT scaling).
+    areas on white; a grey image has its one channel repeated), and the image is
+    resized to a square (`resize`: "bilinear", or "nearest" as the Keras 2 tutorials
+    did). Large JPEGs are decoded directly at a reduced scale (DCT scaling).
+    `grayscale`: colour images are first reduced to their luminance, as for a model
+    trained on grayscale images only.
 
     Raises:
         ImageError: the file is missing, not an image, damaged or too large.
@@ -44,6 +60,8 @@ def load_image(path, size, resize="bilinear"):
                 image.draft("RGB", (size, size))
                 image = ImageOps.exif_transpose(image)
                 image = _to_rgb(image)
+                if grayscale:
+                    image = image.convert("L").convert("RGB")
                 image = image.resize((size, size), RESAMPLING[resize])
                 return np.asarray(image, dtype=np.uint8)
     except ImageError:

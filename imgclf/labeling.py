@@ -173,7 +173,13 @@ def _label(run, paths, metadata, config, done):
     threshold = _threshold(config, metadata)
     progress = Progress(len(paths))
     errors, start = 0, 0
-    batches = data.decode_dataset(paths, metadata["image_size"], config.batch_size, metadata.get("resize", "bilinear"))
+    batches = data.decode_dataset(
+        paths,
+        metadata["image_size"],
+        config.batch_size,
+        metadata.get("resize", "bilinear"),
+        grayscale=metadata.get("color_mode") == "grayscale",
+    )
     with open(config.output, "a", encoding="utf-8", newline="") as handle:
         try:
             for images, batch_errors in batches:

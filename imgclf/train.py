@@ -17,6 +17,7 @@ import PIL
 import tensorflow as tf
 
 from imgclf import artifacts, data, devices, distribute, folders, metrics, models, outputs, report
+from imgclf import images as image_io
 from imgclf.cli import UsageError
 
 SKIPPED_FILE = "skipped_files.txt"
@@ -116,6 +117,18 @@ def drop_unreadable(split, errors, model_dir, strict=False):
     return dataclasses.replace(split, train=train, validation=validation, test=test)
 
 
+def color_mode_of(split):
+    """ "grayscale" when every training image is stored with one channel (X-rays, scans), else "rgb".
+
+    A grayscale model's metadata.json says so, and predict.py then reduces colour
+    photos to grey before labeling them, as the model only ever saw grey.
+    """
+    if all(image_io.is_grayscale(split.paths[i]) for i in split.train):
+        print("Every training image is grayscale: colour photos given to this model are labeled in grey.")
+        return "grayscale"
+    return "rgb"
+
+
 def write_splits(split, errors, model_dir):
     """Writes splits.csv: every file, its class and its part (training, validation, test, or skipped)."""
     part = {}
@@ -206,6 +219,7 @@ def train(config):
         f"{len(split.train)} training and {len(split.validation)} validation files ({split.validation_source})"
         + (f", {len(split.test)} test files ({split.test_source}), scored once at the end." if len(split.test) else ".")
     )
+    color_mode = color_mode_of(split)
     class_weights = outputs.class_weights(split.labels[split.train], num_classes, config.class_weight)
     print(describe_class_weights(class_weights, split, config.class_weight))
     cache_file = os.path.join(config.model_dir, ".decoded-images.npy")
@@ -255,9 +269,11 @@ def train(config):
     metadata = {
         "class_names": split.class_names,
         "image_size": config.image_size,
-        "color_mode": "rgb",
+        "color_mode": color_mode,
         "resize": "bilinear",
-        "preprocessing": "EXIF-upright, RGB, bilinear resize to a square; the model preprocesses 0-255 pixels itself",
+        "preprocessing": "EXIF-upright, "
+        + ("colour reduced to grey, the grey repeated in R, G and B" if color_mode == "grayscale" else "RGB")
+        + ", bilinear resize to a square; the model preprocesses 0-255 pixels itself",
         "architecture": config.arch,
         "trained_with": policy,
         "devices": distribute.describe(strategy),

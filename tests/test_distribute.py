@@ -31,6 +31,7 @@ TINY = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--arch", "c
 
 def tiny_dataset(root):
     write_class_tree(root / "Training_Set", ["cats", "dogs"], per_class=24)
+    write_class_tree(root / "Validation_Set", ["cats", "dogs"], per_class=10, start_seed=700)
     write_class_tree(root / "Test_Set", ["cats", "dogs"], per_class=10, start_seed=500)
     return root
 
