@@ -84,7 +84,7 @@ def test_training_writes_every_artifact(trained):
         "mixed_bfloat16",
     )
     assert "sensitivity (recall of 'dogs')" in (model_dir / "report.txt").read_text()
-    assert "Validation accuracy" in result.stdout
+    assert "Test accuracy" in result.stdout and "(Test_Set, scored once)" in result.stdout
     assert not list(model_dir.glob(".tmp-*")) and not (model_dir / ".decoded-images.npy").exists()
     assert not (model_dir / "checkpoints").exists()  # A finished run has nothing to resume; model.h5 is the best epoch.
 
@@ -156,7 +156,7 @@ def test_predict_labels_every_file_in_order(trained):
     for row in rows:
         assert row["label"] in ("cats", "dogs") and row["error"] == ""
         assert abs(float(row["prob_cats"]) + float(row["prob_dogs"]) - 1) < 1e-3
-        assert float(row["confidence"]) == max(float(row["prob_cats"]), float(row["prob_dogs"]))
+        assert float(row["confidence"]) == float(row[f"prob_{row['label']}"])  # the chosen class's probability
     assert len([line for line in result.stdout.splitlines() if "\t" in line]) == 6
 
 
@@ -237,7 +237,9 @@ def test_a_model_file_without_its_metadata_works_with_classes(trained):
     assert result.returncode == 0, result.stderr
     result = run_script("predict.py", "--model-dir", model_dir, "--input", data_dir / "Predict", "--output",
                         root / "with.csv")  # fmt: skip
-    assert [row["label"] for row in _rows(root / "alone.csv")] == [row["label"] for row in _rows(root / "with.csv")]
+    # The same probabilities; the labels may differ, as only metadata.json holds the threshold chosen in training.
+    alone_rows, with_rows = _rows(root / "alone.csv"), _rows(root / "with.csv")
+    assert [row["prob_dogs"] for row in alone_rows] == [row["prob_dogs"] for row in with_rows]
 
 
 def test_three_classes_without_test_set_use_a_split_and_softmax(tmp_path):
@@ -285,7 +287,7 @@ def test_imbalanced_classes_get_weights_and_a_chosen_threshold(tmp_path):
     write_class_tree(data_dir / "Training_Set", ["normal", "pneumonia"], per_class=8)
     for path in write_class_tree(tmp_path / "more", ["normal"], per_class=24, start_seed=300):  # 32 against 8
         shutil.move(path, data_dir / "Training_Set" / "normal" / ("more_" + path.rsplit("/", 1)[-1]))
-    write_class_tree(data_dir / "Test_Set", ["normal", "pneumonia"], per_class=4, start_seed=600)
+    write_class_tree(data_dir / "Validation_Set", ["normal", "pneumonia"], per_class=4, start_seed=600)
     model_dir = tmp_path / "models"
     common = ["--data-dir", data_dir, "--arch", "simple", "--epochs", "2", "--image-size", "32"]
     result = run_script("train_cnn.py", *common, "--model-dir", model_dir, "--target-recall", "pneumonia=1")

@@ -68,27 +68,36 @@ def _balanced(positive, scores, threshold):
 
 
 def test_the_threshold_with_the_best_balanced_accuracy_is_found():
-    # Worked by hand: (0.3, 0.35] and (0.4, 0.45] both give balanced accuracy 0.8, 0.5 gives 0.7;
-    # the middle of the gap closest to 0.5 is chosen.
-    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.35, 0.45, 0.5, 0.7, 0.8])
+    # Worked by hand: 0.5 calls nothing positive (balanced 0.5); (0.3, 0.32], (0.35, 0.38] and (0.4, 0.42]
+    # all give 0.8; the middle of the gap closest to 0.5 is chosen.
+    scores = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.32, 0.38, 0.42, 0.45, 0.48])
     positive = np.arange(10) >= 5
     threshold = metrics.best_balanced_threshold(positive, scores)
-    assert threshold == pytest.approx(0.425)
+    assert threshold == pytest.approx(0.41)
     assert _balanced(positive, scores, threshold) == pytest.approx(0.8)
-    assert _balanced(positive, scores, 0.5) == pytest.approx(0.7)
     separable = metrics.best_balanced_threshold(np.array([False, False, True, True]), [0.1, 0.2, 0.8, 0.9])
     assert separable == 0.5  # every threshold in the gap is as good: the usual one
 
 
+def test_a_gain_of_one_image_does_not_move_the_threshold():
+    # 200 negatives, 20 positives: one negative at 0.6 is all that 0.65 would win over 0.5.
+    scores = np.r_[np.linspace(0.0, 0.3, 199), 0.6, np.linspace(0.7, 1.0, 20)]
+    positive = np.r_[np.zeros(200, bool), np.ones(20, bool)]
+    assert metrics.best_balanced_threshold(positive, scores) == 0.5
+    scores[185:199] = 0.6  # 15 negatives, worth more than one positive in balanced accuracy: a clear gain
+    assert metrics.best_balanced_threshold(positive, scores) == pytest.approx(0.65)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 50)), min_size=2, max_size=40))
-def test_no_threshold_beats_the_chosen_one(pairs):
+def test_no_threshold_beats_the_chosen_one_by_more_than_one_image(pairs):
     positive = np.array([p for p, _ in pairs])
     scores = np.array([s / 50 for _, s in pairs])
     if positive.all() or not positive.any():
         return
     chosen = _balanced(positive, scores, metrics.best_balanced_threshold(positive, scores))
-    assert all(chosen >= _balanced(positive, scores, t) - 1e-12 for t in np.linspace(0, 1.01, 203))
+    one_image = 1 / (2 * min(positive.sum(), (~positive).sum()))
+    assert all(chosen >= _balanced(positive, scores, t) - one_image - 1e-12 for t in np.linspace(0, 1.01, 203))
 
 
 @settings(max_examples=60, deadline=None)
