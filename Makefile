@@ -23,13 +23,15 @@ lint: $(VENV)/installed
 test: lint
 	$(PY) -m pytest
 
-# Benchmarks on ../shared/datasets/cats_dogs (about 55 minutes on 2 cores); results in bench/RESULTS.md.
+# Benchmarks on ../shared/datasets/cats_dogs (about an hour on 2 cores); results in bench/RESULTS.md.
 bench: $(VENV)/installed
 	$(PY) bench/train_throughput.py
 	$(PY) bench/accuracy.py --setting default --setting 20-per-class --setting 100-per-class
 	$(PY) bench/predict_throughput.py
 	$(PY) bench/predict_throughput.py --classic --large
 	$(PY) bench/predict_throughput.py --library 100000
+	$(PY) bench/imbalance.py
+	$(PY) bench/imbalance.py --grayscale --per-class 500
 	$(PY) bench/memory.py
 	$(PY) bench/devices.py
 
