@@ -142,7 +142,9 @@ class TrainConfig(_Checked):
         0, "multi-worker with --workers: this machine's position in that list (0: chief)", low=0
     )
     resume: bool = setting(False, "continue the run interrupted in --model-dir (Ctrl-C) with its own settings")
-    strict: bool = setting(False, "stop with an error when any file cannot be read, instead of skipping it")
+    strict: bool = setting(
+        False, "stop with an error when a file cannot be read or a test image is a copy of a training image"
+    )
     cache_mb: int = setting(
         1024, "decoded images are kept in RAM up to this many MB, beyond it in a file in --model-dir", low=0
     )
@@ -195,6 +197,7 @@ class PredictConfig(_Checked):
     )
     sort_into: str = setting("", "copy each image into <folder>/<label>/ (originals are never moved)")
     evaluate: bool = setting(False, "the input folder has one sub-folder per class: report accuracy")
+    explain: str = setting("", "write a Grad-CAM overlay PNG (where the network looked) of each labeled image here")
     weights: str = setting("", "Keras 2 models: the weights .h5 that goes with an architecture .json given as --model")
     classes: str = setting("", "Keras 2 models (no metadata.json): class names in index order, e.g. Cats,Dogs")
     resize: str = setting(

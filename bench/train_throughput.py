@@ -70,7 +70,7 @@ def compute_bound(data, epochs, policy):
 
     def decoded(folder):
         paths, labels, _ = folders.scan_class_folders(folder)
-        images, _ = pipeline.decode_all(paths, SIZE, cache_bytes=2**40, cache_file=None)
+        images = pipeline.decode_all(paths, SIZE, cache_bytes=2**40, cache_file=None).inputs
         return images, np.asarray(labels, np.float32)[:, None]
 
     train_images, train_labels = decoded(data / "Training_Set")

@@ -6,42 +6,55 @@ That pass is also the check of every file: unreadable ones are reported and left
 out before the first epoch, so a bad file can never stop training mid-epoch.
 """
 
+import dataclasses
 import os
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from imgclf import duplicates, progress
 from imgclf import images as image_io
 from imgclf.cli import UsageError
 
 
-def decode_dataset(paths, image_size, batch_size, resize="bilinear", grayscale=False):
-    """Batches of `(images, errors)` for `paths`, in order, decoded in parallel.
+def decode_dataset(paths, image_size, batch_size, resize="bilinear", grayscale=False, thumbnails=False):
+    """Batches of `(images, errors)` for `paths`, in order, decoded in parallel; with `thumbnails`,
+    `(images, errors, thumbnails)`.
 
     `images` is uint8 `(batch, size, size, 3)` (`grayscale`: colour reduced to grey, see
-    `images.load_image`); `errors[i]` is an empty string
-    when file i was read fine, else the reason it could not be (its image is zeros).
+    `images.load_image`); `errors[i]` is an empty string when file i was read fine, else
+    the reason it could not be (its image is zeros); `thumbnails` are the grey 32x32
+    thumbnails that `duplicates.find` compares.
     Each call into Python decodes a whole batch: one call per file costs more than
     the decoding of a small photo. Pillow releases the GIL while it decodes, so
     batches in flight decode on all cores.
     """
+    thumbnail_shape = (duplicates.THUMBNAIL_SIZE, duplicates.THUMBNAIL_SIZE)
 
     def load_batch(batch_paths):
         pixels = np.zeros((len(batch_paths), image_size, image_size, 3), np.uint8)
         errors = np.full(len(batch_paths), b"", dtype=object)
+        small = np.zeros((len(batch_paths) if thumbnails else 0, *thumbnail_shape), np.uint8)
         for i, path in enumerate(batch_paths):
             try:
                 pixels[i] = image_io.load_image(os.fsdecode(path), image_size, resize, grayscale)
             except image_io.ImageError as error:
                 errors[i] = str(error).encode()
-        return pixels, errors
+            else:
+                if thumbnails:
+                    small[i] = duplicates.thumbnail(pixels[i])
+        return pixels, errors, small
 
     def load_tensor(batch_paths):
-        images, errors = tf.numpy_function(load_batch, [batch_paths], (tf.uint8, tf.string), stateful=False)
+        images, errors, small = tf.numpy_function(
+            load_batch, [batch_paths], (tf.uint8, tf.string, tf.uint8), stateful=False
+        )
         images.set_shape((None, image_size, image_size, 3))
         errors.set_shape((None,))
-        return images, errors
+        small.set_shape((None, *thumbnail_shape))
+        return (images, errors, small) if thumbnails else (images, errors)
 
     encoded = [os.fsencode(path) for path in paths]
     dataset = tf.data.Dataset.from_tensor_slices(tf.constant(encoded, dtype=tf.string)).batch(batch_size)
@@ -49,54 +62,73 @@ def decode_dataset(paths, image_size, batch_size, resize="bilinear", grayscale=F
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def decode_all(paths, image_size, cache_bytes, cache_file):
-    """Decodes every file once into an array, in RAM or (over `cache_bytes`) on disk.
+@dataclasses.dataclass
+class Decoded:
+    """What the one decoding pass over the training files gives."""
 
-    Returns:
-        (images, errors): the `(n, size, size, 3)` uint8 array (an np.memmap
-        backed by `cache_file` when it is larger than `cache_bytes`), and a list
-        of `(index, reason)` for the files that could not be read.
+    inputs: np.ndarray  # decoded images (n, size, size, 3) uint8, or feature vectors (n, dimensions) float32
+    errors: list  # (index, reason) of each file that could not be read
+    thumbnails: np.ndarray  # (n, 32, 32) uint8 grey thumbnails, for `duplicates.find`
+    seconds: float  # how long the pass took
+
+
+def decode_all(paths, image_size, cache_bytes, cache_file):
+    """Decodes every file once into an array, in RAM or (over `cache_bytes`) on disk; a `Decoded`.
+
+    `inputs` is an np.memmap backed by `cache_file` when it is larger than `cache_bytes`.
+    On a terminal a progress bar shows the pass.
     """
     shape = (len(paths), image_size, image_size, 3)
     if np.prod(shape) <= cache_bytes:
         images = np.empty(shape, np.uint8)
     else:
         images = np.lib.format.open_memmap(cache_file, mode="w+", dtype=np.uint8, shape=shape)
-    errors = []
-    start = 0
-    for batch_images, batch_errors in decode_dataset(paths, image_size, batch_size=64):
-        count = len(batch_errors)
-        images[start : start + count] = batch_images.numpy()
-        errors.extend((start + i, e.decode()) for i, e in enumerate(batch_errors.numpy()) if e)
-        start += count
-    return images, errors
+
+    def store(start, batch_images):
+        images[start : start + len(batch_images)] = batch_images
+
+    return _decode_pass(paths, image_size, 64, images, store)
 
 
 def extract_features(backbone, paths, image_size, batch_size=64):
-    """Decodes every file once and runs it through a frozen `backbone`: one feature vector per file.
+    """Decodes every file once and runs it through a frozen `backbone`: one feature vector per file; a `Decoded`.
 
     What a pretrained model's head is trained on. Only the features are kept, not
     the images (8000 photos: 41 MB instead of 1.2 GB at 224 px), and the decoding
-    of the next batches overlaps the backbone's work on this one.
-
-    Returns:
-        (features, errors): the `(n, dimensions)` float32 array (zeros for a file
-        that could not be read), and `(index, reason)` for each such file.
+    of the next batches overlaps the backbone's work on this one. A file that could
+    not be read has zeros for features.
     """
     features = np.zeros((len(paths), backbone.output.shape[-1]), np.float32)
-    errors = []
-    start = 0
     # A plain compiled call on one device: under a MirroredStrategy, predict_on_batch would split
     # the batch over the replicas and hand back more rows than it was given.
     forward = tf.function(lambda pixels: backbone(pixels, training=False), reduce_retracing=True)
-    for batch_images, batch_errors in decode_dataset(paths, image_size, batch_size):
-        count = len(batch_errors)
+
+    def store(start, batch_images):
         # A NumPy float32 batch: an eager uint8 tensor made the backbone half as fast (measured, TF 2.21 CPU).
         pixels = np.asarray(batch_images, np.float32)
-        features[start : start + count] = np.asarray(forward(pixels), np.float32)
-        errors.extend((start + i, e.decode()) for i, e in enumerate(batch_errors.numpy()) if e)
-        start += count
-    return features, errors
+        features[start : start + len(pixels)] = np.asarray(forward(pixels), np.float32)
+
+    return _decode_pass(paths, image_size, batch_size, features, store)
+
+
+def _decode_pass(paths, image_size, batch_size, inputs, store):
+    started = time.time()
+    thumbnails = np.zeros((len(paths), duplicates.THUMBNAIL_SIZE, duplicates.THUMBNAIL_SIZE), np.uint8)
+    errors = []
+    start = 0
+    bar = progress.Progress(len(paths), "images")
+    try:
+        batches = decode_dataset(paths, image_size, batch_size, thumbnails=True)
+        for batch_images, batch_errors, batch_thumbnails in batches:
+            count = len(batch_errors)
+            store(start, batch_images.numpy())
+            thumbnails[start : start + count] = batch_thumbnails.numpy()
+            errors.extend((start + i, e.decode()) for i, e in enumerate(batch_errors.numpy()) if e)
+            start += count
+            bar.advance(count)
+    finally:
+        bar.close()
+    return Decoded(inputs, errors, thumbnails, time.time() - started)
 
 
 class RandomAffine(keras.layers.Layer):

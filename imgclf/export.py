@@ -90,7 +90,8 @@ def calibration_paths(metadata, folder, count=CALIBRATION_IMAGES):
 
 
 def _calibration_batches(paths, image_size):
-    images, errors = data.decode_all(paths, image_size, cache_bytes=1 << 40, cache_file=None)
+    decoded = data.decode_all(paths, image_size, cache_bytes=1 << 40, cache_file=None)
+    images, errors = decoded.inputs, decoded.errors
     unreadable = {index for index, _ in errors}
     usable = [i for i in range(len(paths)) if i not in unreadable]
     if not usable:

@@ -4,13 +4,14 @@ import csv
 import io
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
 
 from imgclf import artifacts, data, devices, folders, legacy, metrics, outputs, report, runtimes
+from imgclf import images as image_io
 from imgclf.cli import UsageError
+from imgclf.progress import Progress
 
 
 def load_for_prediction(config):
@@ -73,10 +74,6 @@ def predictions_csv(rows, class_names):
     return buffer.getvalue() + _csv_text(rows)
 
 
-PROGRESS_SECONDS = 0.5  # how often the progress line on a terminal updates
-PROGRESS_MIN_FILES = 50  # fewer files than this: one line per file on the terminal too
-
-
 def predict(config):
     """Labels every input file; returns exit status 0 (all labeled) or 1 (some unreadable).
 
@@ -86,7 +83,8 @@ def predict(config):
     started = time.time()
     if config.convert or config.export:
         return _convert_or_export(config)
-    run, metadata = _runner(config)
+    run, metadata, model = _runner(config)
+    explainer = _explainer(config, model)
     load_seconds = time.time() - started
     class_names = metadata["class_names"]
     if config.threshold is not None and len(class_names) != 2:
@@ -104,12 +102,14 @@ def predict(config):
     folders.check_writable_folder(os.path.dirname(os.path.abspath(config.output)), "--output")
     if config.sort_into:
         folders.check_writable_folder(config.sort_into, "--sort-into")
+    if config.explain:
+        folders.check_writable_folder(config.explain, "--explain")
 
     done = _start_csv(config.output, class_names, paths, config.resume)
     todo = [path for path in paths if path not in done]
     if done:
         print(f"--resume: {len(done)} file(s) already labeled in {config.output}; labeling the other {len(todo)}.")
-    errors = _label(run, todo, metadata, config, done)
+    errors = _label(run, todo, metadata, config, done, explainer and _Explanations(explainer, paths, metadata, config))
     seconds = max(time.time() - started - load_seconds, 1e-9)
     print(
         f"Labeled {len(todo) - errors} of {len(todo)} files in {seconds:.1f} s ({len(todo) / seconds:.0f} images/s; "
@@ -120,9 +120,11 @@ def predict(config):
     chosen_labels = [done.get(path, -1) for path in paths]
     if config.sort_into:
         _sort_copies(paths, chosen_labels, class_names, config.sort_into)
+    if config.explain:
+        print(f"Grad-CAM overlays written to {config.explain}/ (red: where the network looked for the label).")
     if true_labels is not None:
         threshold = _threshold(config, metadata)
-        _evaluation_report(paths, np.array(true_labels), np.array(chosen_labels), class_names, config.output, threshold)
+        _evaluation_report(paths, np.array(true_labels), np.array(chosen_labels), metadata, config, threshold, model)
     return 1 if errors else 0
 
 
@@ -147,15 +149,51 @@ def _convert_or_export(config):
 
 
 def _runner(config):
-    """(run, metadata): the runtime that labels a batch, for a Keras model or an exported file."""
+    """(run, metadata, Keras model or None): the runtime that labels a batch, for a Keras model or an exported
+    file (which has no Keras model to explain)."""
     model_file = _model_file(config)
     if runtimes.is_exported(model_file):
         metadata = load_exported_metadata(config, model_file)
         run = runtimes.exported_runner(model_file)
         _check_input_shape(run, model_file, metadata)
-        return run, metadata
+        return run, metadata, None
     model, metadata, _ = load_for_prediction(config)
-    return runtimes.keras_runner(devices.inference_model(model, config.mixed_precision)), metadata
+    return runtimes.keras_runner(devices.inference_model(model, config.mixed_precision)), metadata, model
+
+
+def _explainer(config, model):
+    """The Grad-CAM of `model` for --explain, or None without --explain."""
+    if not config.explain:
+        return None
+    if model is None:
+        raise UsageError(
+            f"--explain needs the Keras model (model.h5), not {_model_file(config)}: exported files have no "
+            "gradients to compute it from. Leave --model out, or pass the model.h5."
+        )
+    from imgclf import gradcam
+
+    return gradcam.GradCam(model)
+
+
+class _Explanations:
+    """Writes --explain's overlays: `<folder>/<the file's path below the inputs' common folder>.png`."""
+
+    def __init__(self, explainer, paths, metadata, config):
+        self.explainer, self.folder, self.metadata = explainer, config.explain, metadata
+        self.root = os.path.commonpath([os.path.dirname(os.path.abspath(path)) for path in paths]) if paths else ""
+
+    def write(self, paths, images, classes, confidences):
+        from imgclf import diagnosis, gradcam
+
+        heatmaps = self.explainer.heatmaps(images, classes)
+        grayscale = self.metadata.get("color_mode") == "grayscale"
+        for path, heatmap, index, confidence in zip(paths, heatmaps, classes, confidences):
+            shown = image_io.load_image(path, diagnosis.DISPLAY_SIZE, grayscale=grayscale)
+            caption = f"{self.metadata['class_names'][index]} {confidence:.1%}"
+            target = os.path.join(self.folder, os.path.relpath(os.path.abspath(path), self.root) + ".png")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with artifacts.atomic_path(target) as temporary:
+                gradcam.save_overlay(gradcam.overlay(shown, heatmap), caption, temporary)
 
 
 def _threshold(config, metadata):
@@ -166,12 +204,13 @@ def _threshold(config, metadata):
     return outputs.DEFAULT_THRESHOLD if saved is None else saved
 
 
-def _label(run, paths, metadata, config, done):
-    """Labels `paths` batch by batch, appending rows to config.output and each label to `done`;
-    returns how many files could not be read."""
+def _label(run, paths, metadata, config, done, explanations=None):
+    """Labels `paths` batch by batch, appending rows to config.output and each label to `done`
+    (and with `explanations`, writing each labeled image's Grad-CAM); returns how many files could not be read."""
     class_names = metadata["class_names"]
     threshold = _threshold(config, metadata)
-    progress = Progress(len(paths))
+    # On a terminal a progress bar stands in for the per-file lines; elsewhere (logs, pipes) one line per file.
+    progress = Progress(len(paths), "files")
     errors, start = 0, 0
     batches = data.decode_dataset(
         paths,
@@ -193,12 +232,20 @@ def _label(run, paths, metadata, config, done):
                     if reason:
                         rows.append([path, "", "", *([""] * len(class_names)), reason])
                         errors += 1
-                        progress.line(f"{path}\tERROR\t{reason}")
+                        if not progress.live:
+                            print(f"{path}\tERROR\t{reason}")
                         continue
                     rows.append([path, class_names[index], f"{score:.4f}", *(f"{p:.4f}" for p in probs), ""])
                     done[path] = int(index)
-                    progress.line(f"{path}\t{class_names[index]}\t{score:.4f}")
+                    if not progress.live:
+                        print(f"{path}\t{class_names[index]}\t{score:.4f}")
                 _append(handle, rows, config.output)
+                if explanations:
+                    readable = [i for i, reason in enumerate(reasons) if not reason]
+                    explanations.write(
+                        [batch_paths[i] for i in readable], images.numpy()[readable], chosen[readable],
+                        confidence[readable],
+                    )  # fmt: skip
                 progress.advance(len(batch_paths))
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
@@ -304,43 +351,6 @@ def _start_csv(output, class_names, paths, resume):
     return done
 
 
-class Progress:
-    """Reports progress: on a terminal one line that updates (files, images/s, time left) in place of the
-    per-file lines; otherwise the per-file lines, as scripts reading the output expect."""
-
-    def __init__(self, total, stream=None):
-        self.stream = stream or sys.stderr
-        self.total, self.count, self.started, self.shown = total, 0, time.time(), 0.0
-        self.live = total > PROGRESS_MIN_FILES and self.stream.isatty()
-
-    def line(self, text):
-        if not self.live:
-            print(text)
-
-    def advance(self, count):
-        self.count += count
-        now = time.time()
-        if self.live and (now - self.shown > PROGRESS_SECONDS or self.count == self.total):
-            self.shown = now
-            rate = self.count / max(now - self.started, 1e-9)
-            left = (self.total - self.count) / rate if rate else 0
-            self.stream.write(
-                f"\r{self.count:,} of {self.total:,} files  {rate:.0f} images/s  {_duration(left)} left   "
-            )
-            self.stream.flush()
-
-    def close(self):
-        if self.live and self.count:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _duration(seconds):
-    minutes, seconds = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
-
-
 def _sort_copies(paths, chosen_labels, class_names, destination):
     for name in class_names:
         os.makedirs(os.path.join(destination, name), exist_ok=True)
@@ -359,9 +369,13 @@ def _sort_copies(paths, chosen_labels, class_names, destination):
     print(f"Copied {copied} image(s) into {destination}/<label>/.")
 
 
-def _evaluation_report(paths, true_labels, chosen_labels, class_names, output, threshold):
+def _evaluation_report(paths, true_labels, chosen_labels, metadata, config, threshold, model):
     """Writes <output>_report.txt (accuracy, balanced accuracy, ROC AUC, average precision, per class),
-    the confusion matrix and the ROC and precision-recall curves, from the probabilities in the CSV."""
+    the confusion matrix, the ROC and precision-recall curves and <output>_report.html (with the top
+    losses and their Grad-CAM when `model` is a Keras model), from the probabilities in the CSV."""
+    from imgclf import diagnosis
+
+    class_names, output = metadata["class_names"], config.output
     readable = chosen_labels >= 0
     probabilities_of = _probabilities_in(output)
     probabilities = np.array([probabilities_of[path] for path, ok in zip(paths, readable) if ok]).reshape(
@@ -381,7 +395,25 @@ def _evaluation_report(paths, true_labels, chosen_labels, class_names, output, t
         artifacts.atomic_path(stem + "_pr_curve.png") as pr,
     ):
         report.plot_curves(true_labels, probabilities, class_names, threshold, roc, pr)
-    print(f"\n{text}Report written to {stem}_report.txt, {stem}_confusion_matrix.png, _roc_curve.png, _pr_curve.png.")
+    figures = {
+        "source": config.input[0],
+        "images": int(counts.sum()),
+        "accuracy": float(np.trace(counts) / counts.sum()),
+    }
+    diagnosis.write_evaluation_report(
+        [path for path, ok in zip(paths, readable) if ok], true_labels, probabilities, {**figures, **scores}, counts,
+        metadata, threshold if len(class_names) == 2 else None, model, stem, _errors_in(output),
+    )  # fmt: skip
+    print(
+        f"\n{text}Report written to {stem}_report.html, {stem}_report.txt, {stem}_confusion_matrix.png, "
+        "_roc_curve.png, _pr_curve.png."
+    )
+
+
+def _errors_in(output):
+    """(path, reason) of the rows of a predictions CSV whose file could not be read."""
+    with open(output, encoding="utf-8", newline="") as handle:
+        return [(_unescaped(row[0]), row[-1]) for row in list(csv.reader(handle))[1:] if row and row[-1]]
 
 
 def _probabilities_in(output):

@@ -16,7 +16,7 @@ import numpy as np
 import PIL
 import tensorflow as tf
 
-from imgclf import artifacts, data, devices, distribute, folders, metrics, models, outputs, report
+from imgclf import artifacts, data, devices, diagnosis, distribute, folders, metrics, models, outputs, report
 from imgclf import images as image_io
 from imgclf.cli import UsageError
 
@@ -40,6 +40,14 @@ class Split:
     validation_source: str
     test: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     test_source: str = ""
+    drawn: tuple = ()  # the roles ("validation", "test") drawn at random from Training_Set
+
+    def parts(self):
+        """{index: "training" | "validation" | "test"} of every file in the split."""
+        part = {}
+        for name, indices in (("training", self.train), ("validation", self.validation), ("test", self.test)):
+            part.update(dict.fromkeys(indices.tolist(), name))
+        return part
 
 
 def scan(config):
@@ -83,9 +91,10 @@ def scan(config):
         remaining = " (after the test share)" if "test" in sources and "test" not in given else ""
         sources["validation"] = f"{config.validation_split:g} of {training_name}{remaining}"
     empty = np.zeros(0, np.int64)
+    drawn = tuple(role for role in ("validation", "test") if role in sources and role not in given)
     return Split(
         paths, labels, class_names, train, validation, sources["validation"],
-        empty if test is None else test, sources.get("test", ""),
+        empty if test is None else test, sources.get("test", ""), drawn,
     )  # fmt: skip
 
 
@@ -117,6 +126,36 @@ def drop_unreadable(split, errors, model_dir, strict=False):
     return dataclasses.replace(split, train=train, validation=validation, test=test)
 
 
+def check_copies(split, decoded, config):
+    """Finds the duplicate images and writes duplicates.csv; returns (split, copies as `diagnosis.Copy`s).
+
+    A copy of a training image that a random split put among the validation or test
+    images moves into training (a random split must not separate copies); copies in
+    folders the user made are reported, and with --strict a test image that is a copy
+    of a training image stops the run (exit 2).
+    """
+    pairs = diagnosis.find_copies(decoded.thumbnails, split.paths, [index for index, _ in decoded.errors])
+    copies = diagnosis.oriented(pairs, split.parts())
+    moved = {role: diagnosis.leaked(copies, split.parts(), role) for role in split.drawn}
+    while any(moved.values()):  # Until no copy straddles: a moved image may have copies of its own.
+        for role, indices in moved.items():
+            if indices:
+                print(f"Moved {len(indices)} {role} image(s) into training: copies of training images.")
+        everything = np.concatenate(list(moved.values())).astype(np.int64)
+        split = dataclasses.replace(
+            split,
+            train=np.union1d(split.train, everything),
+            validation=np.setdiff1d(split.validation, everything),
+            test=np.setdiff1d(split.test, everything),
+        )
+        copies = diagnosis.oriented(pairs, split.parts())
+        moved = {role: diagnosis.leaked(copies, split.parts(), role) for role in split.drawn}
+    diagnosis.write_copies(copies, split.paths, split.parts(), config.model_dir)
+    sources = {"validation": split.validation_source, "test": split.test_source}
+    diagnosis.check_leaks(copies, split.paths, split.parts(), sources, config.model_dir, config.strict)
+    return split, copies
+
+
 def color_mode_of(split):
     """ "grayscale" when every training image is stored with one channel (X-rays, scans), else "rgb".
 
@@ -131,9 +170,7 @@ def color_mode_of(split):
 
 def write_splits(split, errors, model_dir):
     """Writes splits.csv: every file, its class and its part (training, validation, test, or skipped)."""
-    part = {}
-    for name, indices in (("training", split.train), ("validation", split.validation), ("test", split.test)):
-        part.update(dict.fromkeys(indices.tolist(), name))
+    part = split.parts()
     part.update(dict.fromkeys((index for index, _ in errors), "skipped (unreadable)"))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -231,16 +268,23 @@ def train(config):
         if parts:  # Pretrained: the frozen backbone sees each image once; the head trains on its features.
             backbone, trainee = parts
             print(f"Computing {backbone.name} features of every image at {config.image_size}x{config.image_size} px...")
-            inputs, errors = data.extract_features(backbone, split.paths, config.image_size)
-            what = f"{inputs.shape[1]} features per image"
+            decoded = data.extract_features(backbone, split.paths, config.image_size)
+            what = f"{decoded.inputs.shape[1]} features per image"
         else:
             trainee = model
             print(f"Decoding and checking every image at {config.image_size}x{config.image_size} px...")
-            inputs, errors = data.decode_all(split.paths, config.image_size, config.cache_mb * 2**20, cache_file)
-            what = "decoded images " + ("on disk" if isinstance(inputs, np.memmap) else "in RAM")
-        decode_seconds = time.time() - started
-        print(f"Cached {inputs.nbytes / 2**20:.0f} MB of {what} in {decode_seconds:.0f} s.")
+            decoded = data.decode_all(split.paths, config.image_size, config.cache_mb * 2**20, cache_file)
+            what = "decoded images " + ("on disk" if isinstance(decoded.inputs, np.memmap) else "in RAM")
+        inputs, errors = decoded.inputs, decoded.errors
+        print(
+            f"Decoded and checked {len(split.paths):,} files in {decoded.seconds:.0f} s "
+            f"({len(split.paths) / max(decoded.seconds, 1e-9):.0f} images/s); cached {inputs.nbytes / 2**20:.0f} MB "
+            f"of {what}."
+        )
         split = drop_unreadable(split, errors, config.model_dir, config.strict)
+        checked = time.time()
+        split, copies = check_copies(split, decoded, config)
+        copies_seconds = time.time() - checked
         write_splits(split, errors, config.model_dir)
         labels = outputs.encode_labels(split.labels, num_classes)
         sample_weights = None if class_weights is None else class_weights[split.labels]
@@ -254,7 +298,8 @@ def train(config):
         # Evaluate as predict.py will label, so the report matches what users get (the head on the
         # backbone's features computes exactly what the whole network does).
         trainee = models.backbone_and_head(model)[1] if parts else model
-        threshold, how, figures = _evaluate(devices.inference_model(trainee), config, split, inputs, labels, history)
+        evaluation = _evaluate(devices.inference_model(trainee), config, split, inputs, labels, history)
+        threshold, how, figures = evaluation["threshold"], evaluation["how"], evaluation["figures"]
     except UsageError:
         if not config.resume:  # A fresh run that stopped on bad data has nothing to resume.
             shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
@@ -290,13 +335,17 @@ def train(config):
             "peak_learning_rate": distribute.scaled_learning_rate(config.learning_rate, strategy.num_replicas_in_sync),
             "epochs_run": len(history["loss"]),
             "best_epoch": int(np.argmin(history["val_loss"])) + 1,
-            "decode_seconds": round(decode_seconds, 1),
+            "decode_seconds": round(decoded.seconds, 1),
+            "duplicate_check_seconds": round(copies_seconds, 2),
             "fit_seconds": history["seconds"][-1],
             "train_images_per_second": round(len(split.train) * len(history["loss"]) / history["seconds"][-1], 1),
             "seconds": round(time.time() - started, 1),
         },
         "versions": library_versions(),
     }
+    reported = time.time()
+    diagnosis.write_training_report(model, trainee, config, split, decoded, copies, evaluation, metadata)
+    metadata["training"]["report_seconds"] = round(time.time() - reported, 2)
     artifacts.save_model(model, config.model_dir, metadata)
     # The run is complete: its resume state and best-epoch weights are in model.h5 now.
     shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
@@ -506,14 +555,15 @@ def _evaluate(model, config, split, images, labels, history):
     images that scored (the validation images when there is no test set).
 
     Returns:
-        (threshold, how it was chosen, {"validation": figures, "test": figures (with a test set)}).
+        {"threshold", "how" (it was chosen), "figures": {role: accuracy and scores}, "scored": {role:
+        {"labels", "probabilities", "counts"}}}, for the roles "validation" and (with a test set) "test".
     """
     validation_labels, validation_probabilities = _probabilities(model, split, split.validation, images, labels, config)
     threshold, how = choose_threshold(config, split.class_names, validation_labels, validation_probabilities)
     roles = [("validation", split.validation_source, validation_labels, validation_probabilities)]
     if len(split.test):
         roles.append(("test", split.test_source, *_probabilities(model, split, split.test, images, labels, config)))
-    figures, sections = {}, []
+    figures, sections, scored = {}, [], {}
     for role, source, true_labels, probabilities in roles:
         # The same labelling rule as predict.py, at the threshold saved with the model.
         predicted, _ = outputs.label_rows(probabilities, threshold)
@@ -521,6 +571,7 @@ def _evaluate(model, config, split, images, labels, history):
         scores = metrics.summary(true_labels, probabilities, counts)
         accuracy = float(np.trace(counts) / counts.sum())
         figures[role] = {"source": source, "images": int(counts.sum()), "accuracy": accuracy, **scores}
+        scored[role] = {"labels": true_labels, "probabilities": probabilities, "counts": counts}
         threshold_line = f"threshold: {threshold:.4f} ({how})" if threshold is not None else None
         sections.append(
             f"== {role}: {source} ==\n" + report.text_report(counts, split.class_names, scores, threshold_line)
@@ -537,7 +588,7 @@ def _evaluate(model, config, split, images, labels, history):
         report.plot_confusion_matrix(counts, split.class_names, matrix)  # of the images that scored: the last role
         report.plot_curves(true_labels, probabilities, split.class_names, threshold, roc, pr)
     print(f"\nReport (also in {os.path.join(config.model_dir, 'report.txt')}):\n{text}")
-    return threshold, how, figures
+    return {"threshold": threshold, "how": how, "figures": figures, "scored": scored}
 
 
 def _probabilities(model, split, indices, images, labels, config):

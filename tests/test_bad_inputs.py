@@ -86,7 +86,7 @@ def test_training_counts_every_file_as_used_or_skipped(tmp_path):
     found = len(split.paths)
     # Readable + unreadable + nested + symlink; junk files are not candidates at all.
     assert found == 6 + len(READABLE) + len(UNREADABLE) + 2
-    images_array, errors = data.decode_all(split.paths, 16, 2**30, None)
+    errors = data.decode_all(split.paths, 16, 2**30, None).errors
     split = train.drop_unreadable(split, errors, str(tmp_path))
     used = len(split.train) + len(split.validation)
     skipped = (tmp_path / "skipped_files.txt").read_text().splitlines()

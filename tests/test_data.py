@@ -19,7 +19,8 @@ def files(tmp_path):
 
 
 def test_decode_keeps_order_and_reports_unreadable_files(files):
-    images, errors = data.decode_all(files, 24, cache_bytes=10**9, cache_file=None)
+    decoded = data.decode_all(files, 24, cache_bytes=10**9, cache_file=None)
+    images, errors = decoded.inputs, decoded.errors
     assert images.shape == (8, 24, 24, 3) and not isinstance(images, np.memmap)
     assert [index for index, _ in errors] == [3]
     assert "not an image" in errors[0][1]
@@ -30,9 +31,10 @@ def test_decode_keeps_order_and_reports_unreadable_files(files):
 
 
 def test_over_budget_cache_is_a_file_on_disk(files, tmp_path):
-    in_ram, _ = data.decode_all(files, 24, cache_bytes=10**9, cache_file=None)
+    in_ram = data.decode_all(files, 24, cache_bytes=10**9, cache_file=None).inputs
     cache_file = tmp_path / "cache.npy"
-    on_disk, errors = data.decode_all(files, 24, cache_bytes=100, cache_file=str(cache_file))
+    decoded = data.decode_all(files, 24, cache_bytes=100, cache_file=str(cache_file))
+    on_disk, errors = decoded.inputs, decoded.errors
     assert isinstance(on_disk, np.memmap) and cache_file.stat().st_size >= in_ram.nbytes
     np.testing.assert_array_equal(np.asarray(on_disk), in_ram)
     assert len(errors) == 1
