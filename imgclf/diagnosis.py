@@ -169,7 +169,7 @@ def out_of_fold_probabilities(features, labels, num_classes, folds=FOLDS, steps=
     def step():
         with tf.GradientTape() as tape:
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.broadcast_to(y, trains.shape), logits())
-            loss = tf.reduce_sum(losses * trains) / tf.reduce_sum(trains) + 1e-3 * tf.reduce_sum(weights**2) / folds
+            loss = tf.reduce_sum(losses * trains) / tf.reduce_sum(trains) + 1e-2 * tf.reduce_sum(weights**2) / folds
         optimizer.apply(tape.gradient(loss, [weights, biases]), [weights, biases])
 
     for _ in range(steps):

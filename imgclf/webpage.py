@@ -34,8 +34,9 @@ table { border-collapse: collapse; margin: 6px 0; } td, th { padding: 4px 12px 4
 th { font-weight: 600; border-bottom: 1px solid #d5dbe3; } td.n, th.n { text-align: right; }
 .kv td:first-child { color: #5b6574; padding-right: 24px; }
 .bar { display: inline-block; height: 10px; background: #4a7fc1; border-radius: 2px; vertical-align: middle; }
-.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 12px; }
-figure { margin: 0; } figure img { width: 100%; border: 1px solid #e3e7ed; }
+.plots { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
+figure { margin: 0; } figure img { max-height: 360px; max-width: 100%; border: 1px solid #e3e7ed; }
+.scores { display: grid; grid-template-columns: repeat(auto-fit, minmax(440px, 1fr)); gap: 8px 32px; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 12px; }
 .card { border: 1px solid #e3e7ed; border-radius: 6px; overflow: hidden; font-size: 13px; }
 .card img { width: 100%; display: block; } .card div { padding: 6px 8px; word-break: break-all; }
@@ -164,7 +165,11 @@ def _scores(page):
             + "<p class=note>Confusion matrix: rows are the true class, columns the predicted class.</p>"
             + _table(["true \\ predicted", *page.class_names], matrix, numeric=tuple(range(1, len(counts) + 1)))
         )
-    return _section("Scores", "".join(blocks)) if blocks else ""
+    return (
+        _section("Scores", f'<div class="scores">{"".join(f"<div>{block}</div>" for block in blocks)}</div>')
+        if blocks
+        else ""
+    )
 
 
 def _plots(page):

@@ -1,0 +1,91 @@
+"""Grad-CAM: it points at what the network responds to, for flat and nested networks and every architecture."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import run_script, write_class_tree
+
+from imgclf import backbones, gradcam, models
+
+
+def red_detector(nested):
+    """A network that answers "class 1" for red: a 1x1 convolution (red minus green and blue), ReLU, global
+    average pooling, a sigmoid unit. With `nested`, the convolution sits inside a model of its own, as a
+    pretrained backbone does."""
+    convolution = keras.layers.Conv2D(1, 1, activation="relu", name="red")
+    inputs = keras.Input((32, 32, 3))
+    if nested:
+        inner_inputs = keras.Input((32, 32, 3))
+        body = keras.Model(inner_inputs, keras.layers.GlobalAveragePooling2D()(convolution(inner_inputs)))
+        x = body(inputs)
+    else:
+        x = keras.layers.GlobalAveragePooling2D()(convolution(inputs))
+    output = keras.layers.Dense(1, activation="sigmoid", name="predictions")
+    model = keras.Model(inputs, output(x))
+    convolution.set_weights([np.array([1.0, -1.0, -1.0]).reshape(1, 1, 3, 1), np.zeros(1)])
+    output.set_weights([np.ones((1, 1)), np.zeros(1)])
+    return model
+
+
+def red_square_images():
+    images = np.full((2, 32, 32, 3), 40.0, np.float32)
+    images[0, 2:10, 3:11] = (250, 0, 0)  # top left
+    images[1, 20:30, 18:28] = (250, 0, 0)  # bottom right
+    return images
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested backbone"])
+def test_the_heat_is_on_the_red_square(nested):
+    heatmaps = gradcam.GradCam(red_detector(nested)).heatmaps(red_square_images(), [1, 1])
+    assert heatmaps.shape == (2, 32, 32)
+    assert heatmaps[0, 2:10, 3:11].min() == pytest.approx(1.0) and heatmaps[0, 16:, :].max() == 0
+    assert heatmaps[1, 20:30, 18:28].min() == pytest.approx(1.0) and heatmaps[1, :16, :].max() == 0
+    # For "not red" the network found nothing to point at.
+    assert gradcam.GradCam(red_detector(nested)).heatmaps(red_square_images(), [0, 0]).max() == 0
+
+
+def test_nested_and_flat_networks_give_the_same_heatmaps():
+    flat, nested = red_detector(False), red_detector(True)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        gradcam.GradCam(flat).heatmaps(images, [1, 1, 1]),
+        gradcam.GradCam(nested).heatmaps(images, [1, 1, 1]),
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(models.ARCHITECTURES))
+def test_every_architecture_has_a_heatmap(name, monkeypatch):
+    if name in backbones.APPLICATIONS:  # Their ImageNet weights need a download: random ones do for the shapes.
+        monkeypatch.setattr(
+            backbones, "build_backbone", lambda arch, shape, _: backbones.APPLICATIONS[arch](shape, None)
+        )
+    model = models.build_model(name, 64, 3)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    heatmaps = np.stack([gradcam.GradCam(model).heatmaps(images, [label] * 2) for label in range(3)])
+    assert heatmaps.shape[:2] == (3, 2) and heatmaps.shape[2] > 1 and heatmaps.shape[3] > 1
+    assert np.all(np.isfinite(heatmaps)) and heatmaps.min() >= 0 and heatmaps.max() <= 1
+    assert heatmaps.max(axis=(0, 2, 3)) == pytest.approx([1.0, 1.0])  # some class's map peaks at 1 in every image
+
+
+def test_predict_explain_writes_one_overlay_per_labeled_image(tmp_path):
+    data_dir = tmp_path / "Dataset"
+    write_class_tree(data_dir / "Training_Set", ["a", "b"], per_class=10)
+    write_class_tree(tmp_path / "photos" / "more", ["b"], per_class=2, start_seed=300)
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not an image")
+    trained = run_script(
+        "train_cnn.py", "--data-dir", data_dir, "--model-dir", tmp_path / "m", "--arch", "simple",
+        "--image-size", "32", "--epochs", "1",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    result = run_script(
+        "predict.py", "--model-dir", tmp_path / "m", "--input", tmp_path / "photos", "--output", tmp_path / "p.csv",
+        "--explain", tmp_path / "why",
+    )  # fmt: skip
+    assert result.returncode == 1  # the broken file
+    written = sorted(path.relative_to(tmp_path / "why").as_posix() for path in (tmp_path / "why").rglob("*.png"))
+    assert written == ["more/b/img_0.jpg.png", "more/b/img_1.png.png"]
+    from PIL import Image
+
+    overlay = np.asarray(Image.open(tmp_path / "why" / written[0]))
+    assert overlay.shape[0] > 224 and overlay.shape[1] == 224 and overlay.std() > 10
