@@ -118,6 +118,7 @@ def test_training_lists_every_copy_and_warns_of_the_leak(leaky_dataset, tmp_path
     # The random validation share never separates copies: both dog copies are on the training side.
     splits = {row["path"].rsplit("/", 1)[1]: row["split"] for row in _rows(tmp_path / "m" / "splits.csv")}
     assert splits["again.jpg"] == splits["p121.jpg"] == "training"
+    assert "Decoded and checked 38 files in" in result.stdout  # the one summary line when not on a terminal
     assert "Warning: 3 test image(s) (Test_Set) are copies of training or validation images" in result.stdout
     assert "the test accuracy is overstated" in result.stdout
 
