@@ -3,7 +3,9 @@
 files written:
   predictions.csv     (--output) path, label, confidence, prob_<class> per class, error;
                       written batch by batch, so an interrupted run keeps its rows (--resume finishes it)
-  predictions_report.txt, predictions_confusion_matrix.png    with --evaluate
+  predictions_report.html, _report.txt, _top_losses.csv, _confusion_matrix.png, _roc_curve.png, _pr_curve.png
+                      with --evaluate
+  <--explain>/<file>.png    with --explain: a Grad-CAM overlay of each labeled image
   <--sort-into>/<label>/<file>    with --sort-into: copies, the originals are never moved
   models/model.onnx, model.tflite, model_int8.tflite, saved_model/    with --export (listed in metadata.json)
 

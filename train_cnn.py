@@ -5,11 +5,14 @@ files written into --model-dir (models/):
   model.weights.h5    its weights alone
   metadata.json       class names, image size, threshold, settings, scores, SHA-256 of both model files
   summary.txt         the network's layers and parameter counts
-  history.csv, training_curves.png, report.txt, confusion_matrix.png, skipped_files.txt
+  report.html         the page to read: scores, curves, top losses with Grad-CAM, label errors, duplicates
+  history.csv, training_curves.png, report.txt, confusion_matrix.png, roc_curve.png, pr_curve.png,
+  splits.csv, skipped_files.txt, top_losses.csv, suspect_labels.csv, duplicates.csv
 
 exit status:
   0    trained
-  2    usage error: a bad flag value, a missing or empty folder, a folder that cannot be written
+  2    usage error: a bad flag value, a missing or empty folder, a folder that cannot be written;
+       with --strict also an unreadable file or a test image that is a copy of a training image
   3    --strategy multi-worker: another worker went away (start every worker again with --resume)
   130  interrupted (Ctrl-C): the last complete epoch is kept; continue with --resume
 """

@@ -59,7 +59,10 @@ def machine():
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+            lines = handle.readlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = next(line for line in lines if line.startswith("flags")).split()
+        cpu += ", with AMX" if "amx_bf16" in flags else ", without AMX"
     except (OSError, StopIteration):
         pass
     return (

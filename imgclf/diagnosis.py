@@ -315,12 +315,12 @@ def _write_training_report(model, trainee, config, split, decoded, copies, evalu
     print(f"Report page: {os.path.join(model_dir, REPORT_PAGE)} (open it in a browser).")
 
 
-def explain_records(model, records, classes, image_size, grayscale):
+def explain_records(model, records, classes, image_size, grayscale, resize="bilinear"):
     """Adds to each record an "image": its file with Grad-CAM (of `classes`) laid over it; without a
     Keras model (an exported one) the plain picture."""
     if not records:
         return
-    pixels = np.stack([image_io.load_image(r["path"], image_size, grayscale=grayscale) for r in records])
+    pixels = np.stack([image_io.load_image(r["path"], image_size, resize, grayscale) for r in records])
     heatmaps = gradcam.GradCam(model).heatmaps(pixels, classes) if model is not None else None
     for n, record in enumerate(records):
         shown = image_io.load_image(record["path"], DISPLAY_SIZE, grayscale=grayscale)
@@ -410,9 +410,12 @@ def write_evaluation_report(paths, true_labels, probabilities, figures, counts, 
     ]  # fmt: skip
     folder, name = os.path.split(stem)
     write_top_losses(records, folder or ".", f"{name}_{TOP_LOSSES_FILE}")
-    explain_records(model, records, predicted, metadata["image_size"], metadata.get("color_mode") == "grayscale")
-    how = "with Grad-CAM: red is where the network looked for the class it chose" if model else "(no Grad-CAM: "
-    how += "" if model else "an exported model has no gradients)"
+    grayscale = metadata.get("color_mode") == "grayscale"
+    explain_records(model, records, predicted, metadata["image_size"], grayscale, metadata.get("resize", "bilinear"))
+    if model is None:
+        how = "(no Grad-CAM: an exported model has no gradients)"
+    else:
+        how = "each with Grad-CAM: red is where the network looked for the class it chose"
     page = webpage.Page(
         title="Evaluation report",
         subtitle=f"{figures['source']} · {time.strftime('%Y-%m-%d %H:%M')}",

@@ -35,7 +35,8 @@ th { font-weight: 600; border-bottom: 1px solid #d5dbe3; } td.n, th.n { text-ali
 .kv td:first-child { color: #5b6574; padding-right: 24px; }
 .bar { display: inline-block; height: 10px; background: #4a7fc1; border-radius: 2px; vertical-align: middle; }
 .plots { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
-figure { margin: 0; } figure img { max-height: 360px; max-width: 100%; border: 1px solid #e3e7ed; }
+figure { margin: 0; }
+figure img { height: 340px; width: auto; max-width: 100%; object-fit: contain; border: 1px solid #e3e7ed; }
 .scores { display: grid; grid-template-columns: repeat(auto-fit, minmax(440px, 1fr)); gap: 8px 32px; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 12px; }
 .card { border: 1px solid #e3e7ed; border-radius: 6px; overflow: hidden; font-size: 13px; }
@@ -181,31 +182,39 @@ def _plots(page):
     return _section("Plots", f'<div class="plots">{"".join(shown)}</div>') if shown else ""
 
 
+def _card(record, caption):
+    """A picture with its caption (HTML) and its path."""
+    path = _text(record["path"])
+    return (
+        f'<div class="card" title="{path}">{picture(record["image"])}<div>{caption}<br><code>{path}</code></div></div>'
+    )
+
+
 def _losses(page):
     if not page.losses:
         return ""
-    cards = []
-    for loss in page.losses:
-        verdict = "right" if loss["true"] == loss["predicted"] else "wrong"
-        cards.append(
-            f'<div class="card" title="{_text(loss["path"])}">{picture(loss["image"])}<div>'
-            f'<span class="{verdict}">{_text(loss["predicted"])} {loss["confidence"]:.1%}</span>, '
-            f"truly {_text(loss['true'])} ({_text(loss['part'])})<br><code>{_text(loss['path'])}</code></div></div>"
+    cards = [
+        _card(
+            loss,
+            f'<span class="{"right" if loss["true"] == loss["predicted"] else "wrong"}">{_text(loss["predicted"])} '
+            f"{loss['confidence']:.1%}</span>, truly {_text(loss['true'])} ({_text(loss['part'])})",
         )
+        for loss in page.losses
+    ]
     return _section("Top losses", f'<div class="cards">{"".join(cards)}</div>', _text(page.losses_note))
 
 
 def _suspects(page):
     if not page.suspects and not page.suspects_note:
         return ""
-    cards = []
-    for suspect in page.suspects[:SHOWN_SUSPECTS]:
-        cards.append(
-            f'<div class="card" title="{_text(suspect["path"])}">{picture(suspect["image"])}<div>'
-            f"labeled <b>{_text(suspect['label'])}</b> ({suspect['probability_of_label']:.1%}); "
-            f'looks like <span class="wrong">{_text(suspect["suggested"])}</span> '
-            f"({suspect['probability_of_suggested']:.1%})<br><code>{_text(suspect['path'])}</code></div></div>"
+    cards = [
+        _card(
+            suspect,
+            f"labeled <b>{_text(suspect['label'])}</b> ({suspect['probability_of_label']:.1%}); looks like "
+            f'<span class="wrong">{_text(suspect["suggested"])}</span> ({suspect["probability_of_suggested"]:.1%})',
         )
+        for suspect in page.suspects[:SHOWN_SUSPECTS]
+    ]
     return _section("Possible label errors", f'<div class="cards">{"".join(cards)}</div>', _text(page.suspects_note))
 
 

@@ -119,6 +119,7 @@ def test_evaluate_sort_into_and_threshold_work_with_an_exported_file(exported, t
                         "--evaluate", "--output", tmp_path / "p.csv", "--sort-into", tmp_path / "sorted")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "accuracy:" in result.stdout and (tmp_path / "p_confusion_matrix.png").exists()
+    assert "(no Grad-CAM: an exported model has no gradients)" in (tmp_path / "p_report.html").read_text()
     assert len(list((tmp_path / "sorted").rglob("*.*"))) == 64
     _, rows = _label(root, model_dir / "model_int8.tflite", "--threshold", "0.0", output="all_dogs.csv")
     assert {row["label"] for row in rows if not row["error"]} == {"dogs"}
@@ -144,6 +145,7 @@ def test_damaged_or_foreign_exports_get_one_line_and_exit_status_2(exported, tmp
         ({"model": str(copy / "model.onnx"), "export": "onnx"}, "need the Keras model"),
         ({"model_dir": str(copy), "export": "litert-int8", "calibration": str(tmp_path / "no")}, "--calibration"),
         ({"model": str(copy / "saved_model")}, "is a folder"),
+        ({"model": str(model_dir / "model.onnx"), "explain": str(tmp_path / "why")}, "--explain needs the Keras model"),
     ]
     for settings, message in refusals:
         with pytest.raises(UsageError, match=message):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import config
-from imgclf import backbones, models
+from imgclf import backbones, gradcam, models
 from imgclf.cli import UsageError
 
 
@@ -13,14 +13,25 @@ def test_forward_pass(name, num_classes, monkeypatch):
         monkeypatch.setattr(
             backbones, "build_backbone", lambda arch, shape, _: backbones.APPLICATIONS[arch](shape, None)
         )
-    model = models.build_model(name, 32, num_classes)
+    model = models.build_model(name, 64, num_classes)
     if name in backbones.PRETRAINED:  # Frozen backbone: only the output layer learns.
         assert [weight.name for weight in model.trainable_weights] == ["kernel", "bias"]
-    outputs = np.asarray(model(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")))
+    outputs = np.asarray(model(np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")))
     assert outputs.shape == (2, 1 if num_classes == 2 else num_classes)
     assert np.all(np.isfinite(outputs)) and np.all((outputs >= 0) & (outputs <= 1))
     if num_classes > 2:
         np.testing.assert_allclose(outputs.sum(axis=1), 1.0, rtol=1e-5)
+        _check_gradcam(model)
+
+
+def _check_gradcam(model):
+    """Grad-CAM finds a spatial feature map in the network (nested backbones included) and explains each class."""
+    images = np.random.default_rng(1).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    explainer = gradcam.GradCam(model)
+    heatmaps = np.stack([explainer.heatmaps(images, [label] * 2) for label in range(3)])
+    assert heatmaps.shape[:2] == (3, 2) and heatmaps.shape[2] > 1 and heatmaps.shape[3] > 1
+    assert np.all(np.isfinite(heatmaps)) and heatmaps.min() >= 0 and heatmaps.max() <= 1
+    assert heatmaps.max(axis=(0, 2, 3)) == pytest.approx([1.0, 1.0])  # some class's map peaks at 1 in every image
 
 
 def test_simple_is_the_classic_network_layer_for_layer():
