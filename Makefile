@@ -33,6 +33,7 @@ bench: $(VENV)/installed
 	$(PY) bench/imbalance.py
 	$(PY) bench/imbalance.py --grayscale --per-class 500
 	$(PY) bench/memory.py
+	$(PY) bench/report_cost.py
 	$(PY) bench/devices.py
 
 # The documented longer setting (about an hour on 2 cores).

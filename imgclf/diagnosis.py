@@ -76,7 +76,7 @@ def write_copies(copies, paths, parts, model_dir):
     _write_csv(os.path.join(model_dir, DUPLICATES_FILE), header, rows)
 
 
-def leak_warnings(copies, paths, parts, sources, model_dir):
+def leak_warnings(copies, parts, sources, model_dir):
     """One line for each held-out role with copies of training images in it: how many, and what it means."""
     listed = os.path.join(model_dir, DUPLICATES_FILE)
     lines = []
@@ -110,7 +110,7 @@ def check_leaks(copies, paths, parts, sources, model_dir, strict):
             f"({len(test_leaks)} {sources['test']} image(s) in all are copies of training or validation images, "
             f"listed in {listed}). Remove them from one of the folders, or train without --strict to be warned only."
         )
-    for line in leak_warnings(copies, paths, parts, sources, model_dir):
+    for line in leak_warnings(copies, parts, sources, model_dir):
         print("Warning: " + line)
 
 
@@ -221,7 +221,7 @@ def write_training_report(model, trainee, config, split, decoded, copies, evalua
     """
     try:
         _write_training_report(model, trainee, config, split, decoded, copies, evaluation, metadata)
-    except Exception as error:  # noqa: BLE001 - the model must still be saved; the error is shown in full
+    except Exception as error:  # noqa: BLE001 - whatever went wrong, the trained model is saved next
         print(f"Warning: the report page could not be written ({type(error).__name__}: {error}).", file=sys.stderr)
 
 
@@ -279,7 +279,7 @@ def _write_training_report(model, trainee, config, split, decoded, copies, evalu
         title="Training report",
         subtitle=f"{os.path.abspath(model_dir)} · {time.strftime('%Y-%m-%d %H:%M')}",
         summary=_training_summary(metadata, split, copies, len(suspect_records)),
-        warnings=leak_warnings(copies, split.paths, parts, sources, model_dir),
+        warnings=leak_warnings(copies, parts, sources, model_dir),
         class_names=names,
         balance={
             f"{role} ({source})": np.bincount(split.labels[indices], minlength=len(names)).tolist()
@@ -317,11 +317,17 @@ def _write_training_report(model, trainee, config, split, decoded, copies, evalu
 
 def explain_records(model, records, classes, image_size, grayscale, resize="bilinear"):
     """Adds to each record an "image": its file with Grad-CAM (of `classes`) laid over it; without a
-    Keras model (an exported one) the plain picture."""
+    Keras model (an exported one) or a convolutional one, the plain picture."""
     if not records:
         return
-    pixels = np.stack([image_io.load_image(r["path"], image_size, resize, grayscale) for r in records])
-    heatmaps = gradcam.GradCam(model).heatmaps(pixels, classes) if model is not None else None
+    try:
+        explainer = None if model is None else gradcam.GradCam(model)
+    except UsageError:  # a network without a convolutional feature map: the plain pictures
+        explainer = None
+    heatmaps = None
+    if explainer is not None:
+        pixels = np.stack([image_io.load_image(r["path"], image_size, resize, grayscale) for r in records])
+        heatmaps = explainer.heatmaps(pixels, classes)
     for n, record in enumerate(records):
         shown = image_io.load_image(record["path"], DISPLAY_SIZE, grayscale=grayscale)
         record["image"] = shown if heatmaps is None else gradcam.overlay(shown, heatmaps[n])
