@@ -25,13 +25,13 @@ def decode_dataset(paths, image_size, batch_size, resize="bilinear", grayscale=F
 
     `images` is uint8 `(batch, size, size, 3)` (`grayscale`: colour reduced to grey, see
     `images.load_image`); `errors[i]` is an empty string when file i was read fine, else
-    the reason it could not be (its image is zeros); `thumbnails` are the grey 32x32
-    thumbnails that `duplicates.find` compares.
+    the reason it could not be (its image is zeros); `thumbnails` are the 32x32
+    colour thumbnails that `duplicates.find` compares.
     Each call into Python decodes a whole batch: one call per file costs more than
     the decoding of a small photo. Pillow releases the GIL while it decodes, so
     batches in flight decode on all cores.
     """
-    thumbnail_shape = (duplicates.THUMBNAIL_SIZE, duplicates.THUMBNAIL_SIZE)
+    thumbnail_shape = (duplicates.THUMBNAIL_SIZE, duplicates.THUMBNAIL_SIZE, 3)
 
     def load_batch(batch_paths):
         pixels = np.zeros((len(batch_paths), image_size, image_size, 3), np.uint8)
@@ -68,7 +68,7 @@ class Decoded:
 
     inputs: np.ndarray  # decoded images (n, size, size, 3) uint8, or feature vectors (n, dimensions) float32
     errors: list  # (index, reason) of each file that could not be read
-    thumbnails: np.ndarray  # (n, 32, 32) uint8 grey thumbnails, for `duplicates.find`
+    thumbnails: np.ndarray  # (n, 32, 32, 3) uint8 thumbnails, for `duplicates.find`
     seconds: float  # how long the pass took
 
 
@@ -113,7 +113,7 @@ def extract_features(backbone, paths, image_size, batch_size=64):
 
 def _decode_pass(paths, image_size, batch_size, inputs, store):
     started = time.time()
-    thumbnails = np.zeros((len(paths), duplicates.THUMBNAIL_SIZE, duplicates.THUMBNAIL_SIZE), np.uint8)
+    thumbnails = np.zeros((len(paths), duplicates.THUMBNAIL_SIZE, duplicates.THUMBNAIL_SIZE, 3), np.uint8)
     errors = []
     start = 0
     bar = progress.Progress(len(paths), "images")

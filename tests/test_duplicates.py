@@ -133,3 +133,14 @@ def test_strict_refuses_leaked_test_photos_in_one_line(leaky_dataset, tmp_path):
     assert "Test_Set/cats/exact.jpg: a copy of the" in line and "3 Test_Set image(s) in all" in line
     assert "--strict" in line and "Traceback" not in result.stderr
     assert not (tmp_path / "m" / "model.h5").exists()
+
+
+def test_the_same_grey_picture_in_other_colours_is_not_a_copy(tmp_path):
+    grey = np.asarray(photo(11).convert("L"), np.float64)
+    tinted = np.stack([grey + 40, grey - 40 * 0.299 / 0.587, grey], axis=-1)  # the same luminance, reddish
+    pictures = [np.stack([grey] * 3, axis=-1), tinted, np.stack([grey] * 3, axis=-1)]
+    thumbnails = np.stack([duplicates.thumbnail(np.uint8(np.clip(p, 0, 255))) for p in pictures])
+    hashes = duplicates.perceptual_hashes(thumbnails)
+    assert hashes[0] == hashes[1] == hashes[2]  # the grey hash cannot tell them apart...
+    pairs = duplicates.find(thumbnails, [str(tmp_path / name) for name in ("a", "b", "c")])
+    assert [(p.first, p.second, p.kind) for p in pairs] == [(0, 2, "near")]  # ...the colour check does
