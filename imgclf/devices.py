@@ -1,6 +1,7 @@
 """Which devices and number formats training uses."""
 
 import os
+import platform
 import shutil
 
 import keras
@@ -121,4 +122,13 @@ def describe():
         return f"{len(gpus)} GPU(s): " + ", ".join(
             tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus
         )
-    return "CPU only"
+    return f"CPU only ({_cpu_name()}, {os.cpu_count()} cores)"
+
+
+def _cpu_name():
+    """The processor's model name (Linux: /proc/cpuinfo), else what Python's platform module says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown processor"

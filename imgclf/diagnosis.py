@@ -392,7 +392,7 @@ def _training_summary(metadata, split, copies, suspect_count):
         ("network", f"{metadata['architecture']}, {metadata['image_size']} px, {metadata['color_mode']}"),
         ("training", f"{training['epochs_run']} epochs (best: {training['best_epoch']}), "
                      f"{training['seconds'] / 60:.1f} min in all"),
-        ("where it ran", f"{metadata['devices']}, {metadata['trained_with']}"),
+        ("where it ran", f"{metadata['hardware']}: {metadata['devices']}, {metadata['trained_with']} arithmetic"),
         ("threshold", "most probable class" if metadata["threshold"] is None
                       else f"{metadata['threshold']:.4f} ({metadata['threshold_chosen_by']})"),
         ("duplicates", f"{len(copies):,} pair(s) of copies"),

@@ -322,6 +322,7 @@ def train(config):
         "architecture": config.arch,
         "trained_with": policy,
         "devices": distribute.describe(strategy),
+        "hardware": devices.describe(),
         "threshold": threshold,
         "threshold_chosen_by": how or None,
         "class_weights": None if class_weights is None else dict(zip(split.class_names, class_weights.tolist())),
