@@ -1,10 +1,10 @@
 """Grad-CAM: it points at what the network responds to, for flat and nested networks (every registered
-architecture gets a heat map in tests/test_models.py, which builds each one anyway)."""
+architecture gets a heat map in tests/test_models.py, which builds each one anyway; `predict.py --explain`
+is tested in tests/test_report_page.py, on its trained model)."""
 
 import keras
 import numpy as np
 import pytest
-from conftest import run_script, write_class_tree
 
 from imgclf import gradcam
 
@@ -53,26 +53,3 @@ def test_nested_and_flat_networks_give_the_same_heatmaps():
         gradcam.GradCam(nested).heatmaps(images, [1, 1, 1]),
         atol=1e-6,
     )
-
-
-def test_predict_explain_writes_one_overlay_per_labeled_image(tmp_path):
-    data_dir = tmp_path / "Dataset"
-    write_class_tree(data_dir / "Training_Set", ["a", "b"], per_class=10)
-    write_class_tree(tmp_path / "photos" / "more", ["b"], per_class=2, start_seed=300)
-    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not an image")
-    trained = run_script(
-        "train_cnn.py", "--data-dir", data_dir, "--model-dir", tmp_path / "m", "--arch", "simple",
-        "--image-size", "32", "--epochs", "1",
-    )  # fmt: skip
-    assert trained.returncode == 0, trained.stderr
-    result = run_script(
-        "predict.py", "--model-dir", tmp_path / "m", "--input", tmp_path / "photos", "--output", tmp_path / "p.csv",
-        "--explain", tmp_path / "why",
-    )  # fmt: skip
-    assert result.returncode == 1  # the broken file
-    written = sorted(path.relative_to(tmp_path / "why").as_posix() for path in (tmp_path / "why").rglob("*.png"))
-    assert written == ["more/b/img_0.jpg.png", "more/b/img_1.png.png"]
-    from PIL import Image
-
-    overlay = np.asarray(Image.open(tmp_path / "why" / written[0]))
-    assert overlay.shape[0] > 224 and overlay.shape[1] == 224 and overlay.std() > 10

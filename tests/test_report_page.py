@@ -116,6 +116,22 @@ def test_evaluate_writes_a_page_beside_its_csv(trained, tmp_path):
     assert page.links == []
 
 
+def test_predict_explain_writes_one_overlay_per_labeled_image(trained, tmp_path):
+    root, _ = trained
+    write_class_tree(tmp_path / "photos" / "more", ["b"], per_class=2, size=64, start_seed=300)
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not an image")
+    result = run_script(
+        "predict.py", "--model-dir", root / "m", "--input", tmp_path / "photos", "--output", tmp_path / "p.csv",
+        "--explain", tmp_path / "why",
+    )  # fmt: skip
+    assert result.returncode == 1  # the broken file
+    written = sorted(path.relative_to(tmp_path / "why").as_posix() for path in (tmp_path / "why").rglob("*.png"))
+    assert written == ["more/b/img_0.jpg.png", "more/b/img_1.png.png"]
+    overlay = np.asarray(Image.open(tmp_path / "why" / written[0]))
+    assert overlay.shape[0] > 224 and overlay.shape[1] == 224 and overlay.std() > 10
+    assert "Grad-CAM overlays written to" in result.stdout
+
+
 def _chromium():
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None and os.environ.get("CI"):
