@@ -324,13 +324,19 @@ def explain_records(model, records, classes, image_size, grayscale, resize="bili
         explainer = None if model is None else gradcam.GradCam(model)
     except UsageError:  # a network without a convolutional feature map: the plain pictures
         explainer = None
+    shown = np.stack([image_io.load_image(r["path"], DISPLAY_SIZE, grayscale=grayscale) for r in records])
     heatmaps = None
     if explainer is not None:
-        pixels = np.stack([image_io.load_image(r["path"], image_size, resize, grayscale) for r in records])
+        # The model's own input, decoded again only when it differs from the picture shown.
+        same = image_size == DISPLAY_SIZE and resize == "bilinear"
+        pixels = (
+            shown
+            if same
+            else np.stack([image_io.load_image(r["path"], image_size, resize, grayscale) for r in records])
+        )
         heatmaps = explainer.heatmaps(pixels, classes)
     for n, record in enumerate(records):
-        shown = image_io.load_image(record["path"], DISPLAY_SIZE, grayscale=grayscale)
-        record["image"] = shown if heatmaps is None else gradcam.overlay(shown, heatmaps[n])
+        record["image"] = shown[n] if heatmaps is None else gradcam.overlay(shown[n], heatmaps[n])
 
 
 def _with_pictures(records, grayscale):

@@ -84,7 +84,11 @@ def predict(config):
     if config.convert or config.export:
         return _convert_or_export(config)
     run, metadata, model = _runner(config)
-    explainer = _explainer(config, model)
+    if config.explain and model is None:
+        raise UsageError(
+            f"--explain needs the Keras model (model.h5), not {_model_file(config)}: exported files have no "
+            "gradients to compute it from. Leave --model out, or pass the model.h5."
+        )
     load_seconds = time.time() - started
     class_names = metadata["class_names"]
     if config.threshold is not None and len(class_names) != 2:
@@ -102,14 +106,13 @@ def predict(config):
     folders.check_writable_folder(os.path.dirname(os.path.abspath(config.output)), "--output")
     if config.sort_into:
         folders.check_writable_folder(config.sort_into, "--sort-into")
-    if config.explain:
-        folders.check_writable_folder(config.explain, "--explain")
+    explainer = _explanations(config, model, paths, metadata)
 
     done = _start_csv(config.output, class_names, paths, config.resume)
     todo = [path for path in paths if path not in done]
     if done:
         print(f"--resume: {len(done)} file(s) already labeled in {config.output}; labeling the other {len(todo)}.")
-    errors = _label(run, todo, metadata, config, done, explainer and _Explanations(explainer, paths, metadata, config))
+    errors = _label(run, todo, metadata, config, done, explainer)
     seconds = max(time.time() - started - load_seconds, 1e-9)
     print(
         f"Labeled {len(todo) - errors} of {len(todo)} files in {seconds:.1f} s ({len(todo) / seconds:.0f} images/s; "
@@ -161,25 +164,21 @@ def _runner(config):
     return runtimes.keras_runner(devices.inference_model(model, config.mixed_precision)), metadata, model
 
 
-def _explainer(config, model):
-    """The Grad-CAM of `model` for --explain, or None without --explain."""
+def _explanations(config, model, paths, metadata):
+    """--explain's writer of Grad-CAM overlays for `paths`, or None without --explain."""
     if not config.explain:
         return None
-    if model is None:
-        raise UsageError(
-            f"--explain needs the Keras model (model.h5), not {_model_file(config)}: exported files have no "
-            "gradients to compute it from. Leave --model out, or pass the model.h5."
-        )
+    folders.check_writable_folder(config.explain, "--explain")
     from imgclf import gradcam
 
-    return gradcam.GradCam(model)
+    return _Explanations(gradcam.GradCam(model), paths, metadata, config.explain)
 
 
 class _Explanations:
     """Writes --explain's overlays: `<folder>/<the file's path below the inputs' common folder>.png`."""
 
-    def __init__(self, explainer, paths, metadata, config):
-        self.explainer, self.folder, self.metadata = explainer, config.explain, metadata
+    def __init__(self, explainer, paths, metadata, folder):
+        self.explainer, self.folder, self.metadata = explainer, folder, metadata
         self.root = os.path.commonpath([os.path.dirname(os.path.abspath(path)) for path in paths]) if paths else ""
 
     def write(self, paths, images, classes, confidences):
@@ -187,8 +186,10 @@ class _Explanations:
 
         heatmaps = self.explainer.heatmaps(images, classes)
         grayscale = self.metadata.get("color_mode") == "grayscale"
-        for path, heatmap, index, confidence in zip(paths, heatmaps, classes, confidences):
-            shown = image_io.load_image(path, diagnosis.DISPLAY_SIZE, grayscale=grayscale)
+        # The labeled batch is the picture shown when it has the display size; else the file is decoded again.
+        same = images.shape[1] == diagnosis.DISPLAY_SIZE and self.metadata.get("resize", "bilinear") == "bilinear"
+        for n, (path, heatmap, index, confidence) in enumerate(zip(paths, heatmaps, classes, confidences)):
+            shown = images[n] if same else image_io.load_image(path, diagnosis.DISPLAY_SIZE, grayscale=grayscale)
             caption = f"{self.metadata['class_names'][index]} {confidence:.1%}"
             target = os.path.join(self.folder, os.path.relpath(os.path.abspath(path), self.root) + ".png")
             os.makedirs(os.path.dirname(target), exist_ok=True)
