@@ -11,6 +11,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import signal
+import threading
 import zipfile
 
 from imgclf import outputs
@@ -19,6 +22,8 @@ from imgclf.cli import UsageError
 MODEL_FILE = "model.h5"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
+# A training run writes its model and reports here first; they reach the model folder together (`commit`).
+STAGING = os.path.join("checkpoints", "staged")
 
 
 @contextlib.contextmanager
@@ -54,6 +59,52 @@ def _fsync_folder(folder):
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def staged(model_dir, name=""):
+    """Where a training run writes `name` (a report, the model) before it is committed to `model_dir`."""
+    return os.path.join(model_dir, STAGING, name)
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Holds Ctrl-C (SIGINT) back meanwhile and raises it afterwards, so a few renames happen all or none."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *args: received.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(*received[0])  # Python's own handler: raises KeyboardInterrupt here.
+    elif received and previous == signal.SIG_DFL:
+        signal.raise_signal(signal.SIGINT)
+
+
+def commit(staging, model_dir, names):
+    """Moves everything in `staging` into `model_dir` and removes the `names` (reports an earlier model
+    had) that this run did not write, so the folder describes one model only. The moves happen with
+    Ctrl-C held back; the model files go last and metadata.json (with their SHA-256) very last, so that
+    even a kill in between leaves a model that `predict.py` refuses rather than one it mislabels.
+    """
+    order = [MODEL_FILE, WEIGHTS_FILE, METADATA_FILE]
+    written = sorted(os.listdir(staging), key=lambda name: (order.index(name) if name in order else -1, name))
+    with interrupts_deferred():
+        for name in names:
+            stale = os.path.join(model_dir, name)
+            if name not in written and os.path.isdir(stale):
+                shutil.rmtree(stale)
+            elif name not in written and os.path.exists(stale):
+                os.remove(stale)
+        for name in written:
+            destination = os.path.join(model_dir, name)
+            if os.path.isdir(destination):  # A folder (the TensorBoard logs) cannot be renamed over another.
+                shutil.rmtree(destination)
+            os.replace(os.path.join(staging, name), destination)
+        _fsync_folder(model_dir)
 
 
 def sha256(path):

@@ -94,7 +94,7 @@ def run(main):
         sys.stderr.flush()
         os._exit(3)
     except KeyboardInterrupt as interrupt:
-        print(f"interrupted: {interrupt or 'nothing was overwritten.'}", file=sys.stderr)
+        print(f"interrupted: {str(interrupt) or 'nothing was overwritten.'}", file=sys.stderr)
         status = 130
     sys.stdout.flush()
     sys.exit(status or 0)

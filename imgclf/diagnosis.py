@@ -99,17 +99,17 @@ def check_leaks(copies, paths, parts, sources, model_dir, strict):
     """
     listed = os.path.join(model_dir, DUPLICATES_FILE)
     within = sum(1 for c in copies if parts[c.path] == parts[c.duplicate_of] == "training")
-    print(
-        f"Duplicates: {len(copies)} pair(s) of copies found ({within} within the training images), listed in {listed}."
-    )
     test_leaks = leaked(copies, parts, "test")
     if strict and test_leaks:
         first = next(c for c in copies if c.path == test_leaks[0] and parts[c.duplicate_of] != "test")
         raise UsageError(
             f"{paths[first.path]}: a copy of the {parts[first.duplicate_of]} image {paths[first.duplicate_of]} "
-            f"({len(test_leaks)} {sources['test']} image(s) in all are copies of training or validation images, "
-            f"listed in {listed}). Remove them from one of the folders, or train without --strict to be warned only."
+            f"({len(test_leaks)} {sources['test']} image(s) in all are copies of training or validation images). "
+            "Remove them from one of the folders, or train without --strict to be warned only."
         )
+    print(
+        f"Duplicates: {len(copies)} pair(s) of copies found ({within} within the training images), listed in {listed}."
+    )
     for line in leak_warnings(copies, parts, sources, model_dir):
         print("Warning: " + line)
 
@@ -227,6 +227,7 @@ def write_training_report(model, trainee, config, split, decoded, copies, evalua
 
 def _write_training_report(model, trainee, config, split, decoded, copies, evaluation, metadata):
     names, model_dir, parts = split.class_names, config.model_dir, split.parts()
+    staged = artifacts.staged(model_dir)  # written there, committed beside the model; messages name model_dir
     grayscale = metadata["color_mode"] == "grayscale"
     threshold = evaluation["threshold"]
     roles = {"validation": split.validation, "test": split.test}
@@ -244,7 +245,7 @@ def _write_training_report(model, trainee, config, split, decoded, copies, evalu
          "probability_of_true": float(probabilities[row, labels[row]]), "loss": float(losses[n])}
         for n, row in enumerate(chosen_rows)
     ]  # fmt: skip
-    write_top_losses(loss_records, model_dir)
+    write_top_losses(loss_records, staged)
     explain_records(model, loss_records, predicted, config.image_size, grayscale)
 
     # Suspect labels: training images judged out of fold (features) or by the trained model; held-out ones by it.
@@ -268,7 +269,7 @@ def _write_training_report(model, trainee, config, split, decoded, copies, evalu
                  "suggested": names[suggested], "probability_of_label": float(probabilities[row, labels[row]]),
                  "probability_of_suggested": float(probabilities[row, suggested]), "judged_by": how}
             )  # fmt: skip
-    write_suspects(suspect_records, model_dir)
+    write_suspects(suspect_records, staged)
     print(
         f"Possible label errors: {len(suspect_records)} image(s) whose label gets at most "
         f"{SUSPECT_PROBABILITY:.0%} probability, listed in {os.path.join(model_dir, SUSPECT_LABELS_FILE)}."
@@ -291,7 +292,7 @@ def _write_training_report(model, trainee, config, split, decoded, copies, evalu
             if len(indices)
         },
         scores=[_score_block(role, metadata[role], scored["counts"], threshold) for role, _, scored in reversed(held)],
-        plots=_plots(model_dir, ("training_curves", "roc_curve", "pr_curve")),  # the confusion matrix is a table
+        plots=_plots(staged, ("training_curves", "roc_curve", "pr_curve")),  # the confusion matrix is a table
         losses=loss_records,
         losses_note=(
             f"The {len(loss_records)} held-out images with the highest loss (the most confident mistakes first), "
@@ -311,7 +312,7 @@ def _write_training_report(model, trainee, config, split, decoded, copies, evalu
         ),
         skipped=[(split.paths[index], reason) for index, reason in decoded.errors],
     )
-    webpage.write(page, os.path.join(model_dir, REPORT_PAGE))
+    webpage.write(page, os.path.join(staged, REPORT_PAGE))
     print(f"Report page: {os.path.join(model_dir, REPORT_PAGE)} (open it in a browser).")
 
 

@@ -24,6 +24,14 @@ SKIPPED_FILE = "skipped_files.txt"
 CHECKPOINTS = "checkpoints"
 SUMMARY_FILE = "summary.txt"
 SPLITS_FILE = "splits.csv"
+LOGS = "logs"
+# Every report a training run writes beside its model: committed together with the model, and an earlier
+# model's copy removed when this run wrote none, so a folder never mixes two runs.
+REPORT_FILES = [
+    SKIPPED_FILE, SUMMARY_FILE, SPLITS_FILE, LOGS, "history.csv", "report.txt", "training_curves.png",
+    "confusion_matrix.png", "roc_curve.png", "pr_curve.png", diagnosis.DUPLICATES_FILE, diagnosis.TOP_LOSSES_FILE,
+    diagnosis.SUSPECT_LABELS_FILE, diagnosis.REPORT_PAGE,
+]  # fmt: skip
 PLACEMENT = ("strategy", "workers", "worker_index")
 
 
@@ -102,13 +110,14 @@ def drop_unreadable(split, errors, model_dir, strict=False):
     """Removes unreadable files from the split and lists them in skipped_files.txt (with --strict: fails)."""
     bad = {index for index, _ in errors}
     lines = [f"{split.paths[index]}\t{reason}" for index, reason in errors]
-    artifacts.write_text(os.path.join(model_dir, SKIPPED_FILE), "".join(line + "\n" for line in lines))
-    if errors and strict:
+    if errors and strict:  # Listed here only: the folder keeps describing the model it holds.
+        print(f"Unreadable files ({len(errors)}):\n" + "".join(f"  {line.replace(chr(9), ': ')}\n" for line in lines))
         first_path, first_reason = lines[0].split("\t", 1)
         raise UsageError(
-            f"{first_path}: {first_reason} ({len(errors)} unreadable file(s) in all, listed in "
-            f"{os.path.join(model_dir, SKIPPED_FILE)}). Fix or remove them, or train without --strict to skip them."
+            f"{first_path}: {first_reason} ({len(errors)} unreadable file(s) in all). Fix or remove them, or train "
+            "without --strict to skip them."
         )
+    artifacts.write_text(artifacts.staged(model_dir, SKIPPED_FILE), "".join(line + "\n" for line in lines))
     if errors:
         print(f"Skipped {len(errors)} unreadable file(s), listed in {os.path.join(model_dir, SKIPPED_FILE)}:")
         for line in lines[:5]:
@@ -150,7 +159,7 @@ def check_copies(split, decoded, config):
         )
         copies = diagnosis.oriented(pairs, split.parts())
         moved = {role: diagnosis.leaked(copies, split.parts(), role) for role in split.drawn}
-    diagnosis.write_copies(copies, split.paths, split.parts(), config.model_dir)
+    diagnosis.write_copies(copies, split.paths, split.parts(), artifacts.staged(config.model_dir))
     sources = {"validation": split.validation_source, "test": split.test_source}
     diagnosis.check_leaks(copies, split.paths, split.parts(), sources, config.model_dir, config.strict)
     return split, copies
@@ -178,7 +187,7 @@ def write_splits(split, errors, model_dir):
     writer.writerows(
         [path, split.class_names[label], part[i]] for i, (path, label) in enumerate(zip(split.paths, split.labels))
     )
-    artifacts.write_text(os.path.join(model_dir, SPLITS_FILE), buffer.getvalue())
+    artifacts.write_text(artifacts.staged(model_dir, SPLITS_FILE), buffer.getvalue())
 
 
 def compile_model(model, num_classes, learning_rate, total_steps, warmup_steps, jit="auto"):
@@ -347,7 +356,8 @@ def train(config):
     reported = time.time()
     diagnosis.write_training_report(model, trainee, config, split, decoded, copies, evaluation, metadata)
     metadata["training"]["report_seconds"] = round(time.time() - reported, 2)
-    artifacts.save_model(model, config.model_dir, metadata)
+    artifacts.save_model(model, artifacts.staged(config.model_dir), metadata)
+    artifacts.commit(artifacts.staged(config.model_dir), config.model_dir, REPORT_FILES)
     # The run is complete: its resume state and best-epoch weights are in model.h5 now.
     shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
     _print_summary(metadata, config.model_dir)
@@ -425,12 +435,13 @@ def resumed_config(config):
 def start_checkpoints(config):
     """A fresh run (not --resume) clears an earlier run's state and records its own settings."""
     if config.resume:
+        os.makedirs(artifacts.staged(config.model_dir), exist_ok=True)
         return
     checkpoint_dir = os.path.join(config.model_dir, CHECKPOINTS)
     if os.path.isdir(os.path.join(checkpoint_dir, "backup")):
         print(f"Starting over: {checkpoint_dir} held an interrupted run (--resume would have continued it).")
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    os.makedirs(checkpoint_dir)
+    os.makedirs(artifacts.staged(config.model_dir))
     artifacts.write_text(os.path.join(checkpoint_dir, "run.json"), json.dumps(dataclasses.asdict(config), indent=2))
 
 
@@ -447,7 +458,7 @@ def _build(config, strategy, class_names):
     if distribute.is_chief(strategy):
         lines = []
         model.summary(line_length=100, print_fn=lambda line, *args, **kwargs: lines.append(line))
-        artifacts.write_text(os.path.join(config.model_dir, SUMMARY_FILE), "\n".join(lines) + "\n")
+        artifacts.write_text(artifacts.staged(config.model_dir, SUMMARY_FILE), "\n".join(lines) + "\n")
     print(
         f"Network '{config.arch}': {model.count_params():,} parameters ({trainable:,} trainable), "
         f"layers listed in {os.path.join(config.model_dir, SUMMARY_FILE)}."
@@ -518,7 +529,7 @@ def _fit(config, strategy, model, split, images, labels, augment=True, sample_we
         keras.callbacks.CSVLogger(partial_history, append=config.resume),
     ]  # fmt: skip
     if distribute.is_chief(strategy):
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=os.path.join(config.model_dir, "logs")))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=artifacts.staged(config.model_dir, LOGS)))
     if replicas > 1:  # Keras cannot know a distributed dataset's length before its first epoch ends, and says so.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
     try:
@@ -546,7 +557,7 @@ def _fit(config, strategy, model, split, images, labels, augment=True, sample_we
         raise
     history = read_history(partial_history)
     with open(partial_history, encoding="utf-8") as handle:
-        artifacts.write_text(os.path.join(config.model_dir, "history.csv"), handle.read())
+        artifacts.write_text(artifacts.staged(config.model_dir, "history.csv"), handle.read())
     return history
 
 
@@ -578,13 +589,14 @@ def _evaluate(model, config, split, images, labels, history):
             f"== {role}: {source} ==\n" + report.text_report(counts, split.class_names, scores, threshold_line)
         )
     text = _provenance(split, threshold) + "\n" + "\n".join(reversed(sections))
-    artifacts.write_text(os.path.join(config.model_dir, "report.txt"), text)
-    with artifacts.atomic_path(os.path.join(config.model_dir, "training_curves.png")) as temporary:
+    staged = artifacts.staged(config.model_dir)
+    artifacts.write_text(os.path.join(staged, "report.txt"), text)
+    with artifacts.atomic_path(os.path.join(staged, "training_curves.png")) as temporary:
         report.plot_history(history, temporary)
     with (
-        artifacts.atomic_path(os.path.join(config.model_dir, "confusion_matrix.png")) as matrix,
-        artifacts.atomic_path(os.path.join(config.model_dir, "roc_curve.png")) as roc,
-        artifacts.atomic_path(os.path.join(config.model_dir, "pr_curve.png")) as pr,
+        artifacts.atomic_path(os.path.join(staged, "confusion_matrix.png")) as matrix,
+        artifacts.atomic_path(os.path.join(staged, "roc_curve.png")) as roc,
+        artifacts.atomic_path(os.path.join(staged, "pr_curve.png")) as pr,
     ):
         report.plot_confusion_matrix(counts, split.class_names, matrix)  # of the images that scored: the last role
         report.plot_curves(true_labels, probabilities, split.class_names, threshold, roc, pr)

@@ -1,6 +1,7 @@
 """Ctrl-C during training, then --resume: same final epoch count, nothing better forgotten."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -102,3 +103,65 @@ def test_a_failing_fresh_run_keeps_an_interrupted_runs_state(tmp_path):
     with pytest.raises(train.UsageError, match="Training_Set: folder not found"):
         train.train(settings)
     assert (backup / "latest.weights.h5").read_bytes() == b"state of epoch 7"
+
+
+def _folder_contents(folder):
+    """{relative path: bytes} of every file in `folder`, its interrupted-run state (checkpoints/) left out."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.relative_to(folder).parts[0] != "checkpoints"
+    }
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_another_run_leaves_the_model_folder_describing_its_model(tmp_path):
+    first, second, model_dir = tmp_path / "first", tmp_path / "second", tmp_path / "models"
+    write_class_tree(first / "Training_Set", ["cats", "dogs"], per_class=12)
+    write_class_tree(second / "Training_Set", ["ants", "bees", "wasps"], per_class=30, start_seed=50)
+    (second / "Training_Set" / "bees" / "broken.jpg").write_bytes(b"not a picture")  # skipped_files.txt differs
+    common = [sys.executable, str(ROOT / "train_cnn.py"), "--model-dir", str(model_dir), "--image-size", "32"]
+    done = subprocess.run([*common, "--data-dir", first, "--arch", "simple", "--epochs", "1"], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    before = _folder_contents(model_dir)
+    assert {"splits.csv", "summary.txt", "skipped_files.txt", "duplicates.csv", "metadata.json"} <= set(before)
+    assert any(name.startswith("logs/") for name in before)
+
+    process = subprocess.Popen(
+        [*common, "--data-dir", second, "--arch", "compact", "--epochs", "40", "--patience", "100"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    partial = model_dir / "checkpoints" / "history.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 2):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: nothing was overwritten")
+    assert _folder_contents(model_dir) == before  # Every report still describes the first model.
+
+    resumed = subprocess.run([*common, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    after = _folder_contents(model_dir)
+    assert "ants" in after["splits.csv"].decode() and "broken.jpg" in after["skipped_files.txt"].decode()
+    assert "cats" not in after["splits.csv"].decode() and after["summary.txt"] != before["summary.txt"]
+    assert not (model_dir / "checkpoints").exists()
+
+
+def test_commit_moves_a_runs_files_and_removes_an_earlier_models_reports(tmp_path):
+    from imgclf import artifacts
+
+    staging, model_dir = tmp_path / "m" / "checkpoints" / "staged", tmp_path / "m"
+    (staging / "logs").mkdir(parents=True)
+    for name, text in (("report.txt", "new"), ("logs/events", "new")):
+        (staging / name).write_text(text)
+    for name in ("report.txt", "report.html", "logs/old-events", "notes.txt"):
+        (model_dir / name).parent.mkdir(exist_ok=True)
+        (model_dir / name).write_text("old")
+    artifacts.commit(str(staging), str(model_dir), ["report.txt", "report.html", "logs"])
+    assert (model_dir / "report.txt").read_text() == "new" and (model_dir / "logs" / "events").read_text() == "new"
+    assert not (model_dir / "report.html").exists() and not (model_dir / "logs" / "old-events").exists()
+    assert (model_dir / "notes.txt").read_text() == "old"  # Not a report: the user's own file stays.
+    assert os.listdir(staging) == []

@@ -69,12 +69,15 @@ def test_no_image_size_means_the_architectures_own(tmp_path, arch, size):
     assert train.resolve_config(_config(tmp_path, arch=arch, image_size=40)).image_size == 40
 
 
-def test_strict_refuses_unreadable_files_and_lists_them(tmp_path):
+def test_strict_refuses_unreadable_files_and_lists_them(tmp_path, capsys):
     write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats", "dogs"], per_class=3)
     (tmp_path / "Dataset" / "Training_Set" / "dogs" / "empty.jpg").write_bytes(b"")
-    with pytest.raises(UsageError, match=r"dogs/empty\.jpg: not an image .*\(1 unreadable file\(s\) in all, listed in"):
+    (tmp_path / "Dataset" / "Training_Set" / "cats" / "text.jpg").write_text("not a picture")
+    with pytest.raises(UsageError, match=r"/(empty|text)\.jpg: .*\(2 unreadable file\(s\) in all\)\. Fix or remove"):
         train.train(_config(tmp_path, image_size=32, strict=True))
-    assert "empty.jpg\t" in (tmp_path / "models" / "skipped_files.txt").read_text()
+    listed = capsys.readouterr().out
+    assert "empty.jpg: " in listed and "text.jpg: " in listed
+    assert not (tmp_path / "models").exists()  # Nothing left behind that could be taken for a model's report.
 
 
 def test_a_failed_run_leaves_no_empty_model_folder(tmp_path, monkeypatch):
