@@ -7,6 +7,7 @@ help text, the allowed range and the default all live on the field.
 
 import argparse
 import dataclasses
+import os
 import sys
 
 from imgclf.cli import UsageError
@@ -22,6 +23,7 @@ PRETRAINED = [
     "vgg16",
 ]
 ARCHITECTURES = [*PRETRAINED, "compact", "simple"]
+DEFAULT_ARCH = "efficientnet_lite0"
 
 
 def setting(default, help, *, low=None, high=None, choices=None, nargs=None, kind=None, shown=None):
@@ -57,11 +59,13 @@ class TrainConfig(_Checked):
         "Dataset", "folder holding Training_Set/<class>/ and optionally Validation_Set/<class>/ and Test_Set/<class>/"
     )
     model_dir: str = setting("models", "folder the model and its reports are written to")
-    arch: str = setting(
-        "efficientnet_lite0",
+    arch: str | None = setting(
+        None,
         "network: efficientnet_lite0 (ImageNet weights, installed) or another pretrained one (weights downloaded "
         "once by Keras), compact (trained from scratch) or simple (the classic tutorial network)",
         choices=ARCHITECTURES,
+        kind=str,
+        shown=f"{DEFAULT_ARCH}; with --init-from the earlier model's",
     )
     image_size: int | None = setting(
         None,
@@ -69,7 +73,7 @@ class TrainConfig(_Checked):
         low=16,
         high=1024,
         kind=int,
-        shown="the architecture's own: 224 pretrained, 96 compact, 64 simple",
+        shown="the architecture's own: 224 pretrained, 96 compact, 64 simple; with --init-from the earlier model's",
     )
     backbone_weights: str = setting(
         "", "pretrained architectures: a weights file to use instead of the ImageNet weights Keras downloads"
@@ -151,6 +155,11 @@ class TrainConfig(_Checked):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.backbone_weights and not os.path.isfile(self.backbone_weights):
+            raise UsageError(
+                f"`--backbone-weights` {self.backbone_weights}: file not found. Give the path of a weights file you "
+                "have, or leave the flag out to use the network's ImageNet weights."
+            )
         if self.threshold != "auto" and not _is_probability(self.threshold):
             raise UsageError(f"`--threshold` must be auto or a number from 0 to 1. Received: {self.threshold}")
         if self.target_recall:

@@ -16,6 +16,7 @@ import numpy as np
 import PIL
 import tensorflow as tf
 
+from config import DEFAULT_ARCH, PRETRAINED
 from imgclf import artifacts, data, devices, diagnosis, distribute, folders, metrics, models, outputs, report
 from imgclf import images as image_io
 from imgclf.cli import UsageError
@@ -70,8 +71,9 @@ def scan(config):
     training_dir = folders.find_folder(config.data_dir, folders.TRAINING_NAMES)
     if training_dir is None:
         raise UsageError(
-            f"{os.path.join(config.data_dir, 'Training_Set')}: folder not found. Put one sub-folder of images per "
-            "class there (see Dataset/README.md), or run `make demo` to train on a generated demo set."
+            f"{os.path.abspath(os.path.join(config.data_dir, 'Training_Set'))}: folder not found. Pass --data-dir "
+            "with the folder that holds Training_Set/<class>/ (see Dataset/README.md), or put one sub-folder of "
+            "images per class there; in the repository, `make demo` trains on a generated demo set."
         )
     paths, labels, class_names = folders.scan_class_folders(training_dir)
     train = np.arange(len(paths))
@@ -218,22 +220,32 @@ def library_versions():
 
 
 def resolve_config(config):
-    """Fills in the image size: the architecture's own, or with --init-from the earlier model's (and its arch)."""
+    """Fills in the architecture and image size: given, the architecture's own, or with --init-from the earlier
+    model's (which a differing --arch or --image-size cannot change: one rule for both)."""
     if config.init_from:
         model_file = os.path.join(config.init_from, artifacts.MODEL_FILE)
         if not os.path.isfile(model_file):
             raise UsageError(f"--init-from {config.init_from}: no {artifacts.MODEL_FILE} there. Give a model folder.")
         earlier = artifacts.read_metadata(model_file)
-        if config.image_size not in (None, earlier["image_size"]):
-            raise UsageError(
-                f"--image-size {config.image_size}: the model in --init-from {config.init_from} takes "
-                f"{earlier['image_size']} px images. Leave --image-size out."
-            )
         # A converted Keras 2 model has no registered architecture; it keeps --arch's training rules.
-        arch = earlier["architecture"] if earlier["architecture"] in models.ARCHITECTURES else config.arch
+        registered = earlier["architecture"] in models.ARCHITECTURES
+        arch = earlier["architecture"] if registered else config.arch or DEFAULT_ARCH
+        for flag, given, kept in (("--arch", config.arch, arch), ("--image-size", config.image_size, None)):
+            if given is not None and given != (kept or earlier["image_size"]):
+                raise UsageError(
+                    f"{flag} {given}: --init-from {config.init_from} continues its {earlier['architecture']} network "
+                    f"at {earlier['image_size']} px, so its architecture and image size are kept. Leave {flag} out, "
+                    "or train without --init-from."
+                )
         return dataclasses.replace(config, arch=arch, image_size=earlier["image_size"])
+    config = dataclasses.replace(config, arch=config.arch or DEFAULT_ARCH)
     if config.image_size is None:
         config = dataclasses.replace(config, image_size=models.NATIVE_IMAGE_SIZE[config.arch])
+    if config.backbone_weights and config.arch not in PRETRAINED:
+        raise UsageError(
+            f"--backbone-weights: --arch {config.arch} is trained from scratch and has no pretrained weights. Leave "
+            "--backbone-weights out, or choose a pretrained --arch."
+        )
     return config
 
 
@@ -309,8 +321,10 @@ def train(config):
         trainee = models.backbone_and_head(model)[1] if parts else model
         evaluation = _evaluate(devices.inference_model(trainee), config, split, inputs, labels, history)
         threshold, how, figures = evaluation["threshold"], evaluation["how"], evaluation["figures"]
-    except UsageError:
-        if not config.resume:  # A fresh run that stopped on bad data has nothing to resume.
+    except Exception as error:
+        resumable = os.path.isdir(os.path.join(config.model_dir, CHECKPOINTS, "backup"))
+        # A fresh run that stopped on bad data, or failed before its first epoch, has nothing to resume.
+        if not config.resume and (isinstance(error, UsageError) or not resumable):
             shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
             if made_model_dir and not os.listdir(config.model_dir):
                 os.rmdir(config.model_dir)

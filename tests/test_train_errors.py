@@ -1,9 +1,10 @@
 """Each training error is raised before any image is decoded, with its message pinned."""
 
 import dataclasses
+import json
 
 import pytest
-from conftest import write_class_tree
+from conftest import run_script, write_class_tree
 
 import config
 from imgclf import train
@@ -17,8 +18,57 @@ def _config(tmp_path, **changes):
 
 
 def test_missing_training_set(tmp_path):
-    with pytest.raises(UsageError, match=r"Dataset/Training_Set: folder not found\. .*run `make demo`"):
+    with pytest.raises(UsageError, match=r"Dataset/Training_Set: folder not found\. Pass --data-dir .*`make demo`"):
         train.train(_config(tmp_path))
+
+
+@pytest.mark.slow
+def test_run_from_another_folder_names_the_absolute_path_and_data_dir(tmp_path):
+    result = run_script("train_cnn.py", cwd=tmp_path)
+    (line,) = result.stderr.strip().splitlines()
+    assert result.returncode == 2
+    assert line.startswith(f"error: {tmp_path}/Dataset/Training_Set: folder not found. Pass --data-dir"), line
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "mobilenet_v3_small"])
+def test_missing_backbone_weights_file_is_one_line_and_leaves_nothing(tmp_path, arch):
+    write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats", "dogs"], per_class=2)
+    result = run_script(
+        "train_cnn.py", "--data-dir", tmp_path / "Dataset", "--model-dir", tmp_path / "m", "--arch", arch,
+        "--backbone-weights", tmp_path / "nowhere.pth",
+    )  # fmt: skip
+    (line,) = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "nowhere.pth: file not found" in line and "--backbone-weights" in line
+    assert not (tmp_path / "m").exists()
+
+
+def test_backbone_weights_for_a_network_trained_from_scratch(tmp_path):
+    (tmp_path / "w.h5").write_bytes(b"weights")
+    with pytest.raises(UsageError, match=r"--backbone-weights: --arch compact is trained from scratch"):
+        train.resolve_config(_config(tmp_path, arch="compact", backbone_weights=str(tmp_path / "w.h5")))
+
+
+def _earlier_model_folder(tmp_path, architecture="compact", image_size=96):
+    folder = tmp_path / "earlier"
+    folder.mkdir()
+    (folder / "model.h5").write_bytes(b"")  # Only its metadata.json is read to resolve the settings.
+    (folder / "metadata.json").write_text(json.dumps({"architecture": architecture, "image_size": image_size}))
+    return str(folder)
+
+
+@pytest.mark.parametrize("changes", [{"arch": "simple"}, {"image_size": 64}, {"arch": "compact", "image_size": 64}])
+def test_init_from_refuses_another_architecture_or_size_alike(tmp_path, changes):
+    earlier = _earlier_model_folder(tmp_path)
+    flag = "--arch simple" if changes.get("arch") == "simple" else "--image-size 64"
+    with pytest.raises(UsageError, match=rf"^{flag}: --init-from .*earlier continues its compact network at 96 px"):
+        train.resolve_config(_config(tmp_path, init_from=earlier, **changes))
+
+
+def test_init_from_keeps_its_architecture_and_accepts_the_same_flags(tmp_path):
+    earlier = _earlier_model_folder(tmp_path)
+    for changes in ({}, {"arch": "compact"}, {"image_size": 96}):
+        resolved = train.resolve_config(_config(tmp_path, init_from=earlier, **changes))
+        assert (resolved.arch, resolved.image_size) == ("compact", 96)
 
 
 def test_single_class(tmp_path):
