@@ -8,6 +8,7 @@ only part training changes.
 """
 
 import math
+import os
 
 import keras
 from keras import layers
@@ -126,3 +127,22 @@ def with_new_output(model, num_classes):
     """`model` (trained earlier) for `num_classes` classes: its body kept, a new output layer in place of its own."""
     body = model.get_layer("predictions").input
     return keras.Model(model.inputs, _classifier(body, num_classes), name=model.name)
+
+
+SUMMARY_WIDTH = 110  # characters: every column of Keras's summary table, whatever the terminal's width
+
+
+def summary_text(model, width=SUMMARY_WIDTH):
+    """`model.summary()` as text at a fixed width: Keras draws it with rich, which otherwise takes the width of
+    the terminal (or 80 when piped) and cuts off the columns that do not fit."""
+    lines = []
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)  # rich reads the console width from COLUMNS first.
+    try:
+        model.summary(line_length=width, print_fn=lambda line, *args, **kwargs: lines.append(line))
+    finally:
+        if saved is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = saved
+    return "\n".join(lines) + "\n"

@@ -470,9 +470,7 @@ def _build(config, strategy, class_names):
             )
     trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
     if distribute.is_chief(strategy):
-        lines = []
-        model.summary(line_length=100, print_fn=lambda line, *args, **kwargs: lines.append(line))
-        artifacts.write_text(artifacts.staged(config.model_dir, SUMMARY_FILE), "\n".join(lines) + "\n")
+        artifacts.write_text(artifacts.staged(config.model_dir, SUMMARY_FILE), models.summary_text(model))
     print(
         f"Network '{config.arch}': {model.count_params():,} parameters ({trainable:,} trainable), "
         f"layers listed in {os.path.join(config.model_dir, SUMMARY_FILE)}."

@@ -126,7 +126,8 @@ def test_init_from_an_earlier_model_with_another_class(trained, tmp_path):
         np.testing.assert_array_equal(old, new)  # The ImageNet body, as it was.
     result = run_script("train_cnn.py", "--data-dir", data_dir, "--model-dir", new_dir, "--init-from", model_dir,
                         "--image-size", "64")  # fmt: skip
-    assert result.returncode == 2 and "takes 32 px images. Leave --image-size out." in result.stderr
+    assert result.returncode == 2 and "continues its efficientnet_lite0 network at 32 px" in result.stderr
+    assert "Leave --image-size out" in result.stderr
 
 
 def test_weights_file_holds_the_weights_alone(trained):

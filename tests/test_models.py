@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,15 @@ def test_the_arch_flag_offers_exactly_the_registered_architectures():
     assert config.PRETRAINED == list(backbones.PRETRAINED)
     with pytest.raises(UsageError, match=r"`--arch` must be one of efficientnet_lite0, .*, simple\. Received: vgg99"):
         config.TrainConfig(arch="vgg99")
+
+
+@pytest.mark.parametrize("columns", ["40", None])
+def test_summary_text_has_every_column_whatever_the_terminal(monkeypatch, columns):
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)  # a narrow terminal; without it, piped output (80)
+    text = models.summary_text(models.build_model("simple", 32, 2))
+    assert "Param #" in text and "Output Shape" in text and "(None, 1)" in text
+    assert max(map(len, text.splitlines())) == models.SUMMARY_WIDTH
+    assert os.environ.get("COLUMNS") == columns
