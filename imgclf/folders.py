@@ -24,13 +24,28 @@ def is_junk(name):
     return name.startswith(".") or name.lower() in JUNK_NAMES
 
 
-def list_files(folder):
-    """All non-junk files below `folder`, recursively, following links, sorted by path."""
+def list_files(folder, left_out=()):
+    """All non-junk files below `folder`, recursively, following links, sorted by path.
+
+    `left_out`: folders (any spelling of their path) not to walk into.
+    """
     found = []
+    left_out = {os.path.realpath(path) for path in left_out}
     for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not is_junk(d))
+        dirs[:] = sorted(d for d in dirs if not is_junk(d) and os.path.realpath(os.path.join(root, d)) not in left_out)
         found.extend(os.path.join(root, name) for name in sorted(files) if not is_junk(name))
     return found
+
+
+def is_model_folder(folder):
+    """True for a folder that train_cnn.py wrote (model.h5 and metadata.json): its pictures are reports."""
+    return os.path.isfile(os.path.join(folder, "metadata.json")) and os.path.isfile(os.path.join(folder, "model.h5"))
+
+
+def model_folders(folder):
+    """The model folders below `folder` (itself included)."""
+    return [root for root, _, files in os.walk(folder, followlinks=True) if "metadata.json" in files and
+            is_model_folder(root)]  # fmt: skip
 
 
 def _comparable(name):
@@ -114,15 +129,23 @@ def scan_class_folders(folder, classes=None, subset=False):
     return paths, labels, class_names
 
 
-def list_inputs(inputs):
-    """The files to label: folders are searched recursively, files are taken as given."""
+def list_inputs(inputs, outputs=()):
+    """The files to label: folders are searched recursively, files are taken as given.
+
+    The search never enters `outputs` (the folders this run writes pictures into: --sort-into, --explain)
+    nor a model folder (its plots are not pictures to label); it says which it left out.
+    """
     paths = []
     for item in inputs:
         if not os.path.lexists(item):  # `Dataset/predict` is the Predict folder too.
             parent, name = os.path.split(os.path.normpath(item))
             item = find_folder(parent or ".", [name]) or item
         if os.path.isdir(item):
-            paths.extend(list_files(item))
+            models = [folder for folder in model_folders(item) if os.path.realpath(folder) != os.path.realpath(item)]
+            inside = [path for path in outputs if path and _is_below(path, item)] + models
+            for folder in inside:
+                print(f"Left out {folder}: {'a model folder' if is_model_folder(folder) else 'an output folder'}.")
+            paths.extend(list_files(item, inside))
         elif os.path.lexists(item):
             paths.append(item)
         else:
@@ -145,3 +168,9 @@ def check_writable_folder(folder, flag):
         os.remove(probe)
     except OSError as error:
         raise UsageError(f"{flag} {folder}: cannot write there ({error.strerror}). Choose a writable folder.") from None
+
+
+def _is_below(path, folder):
+    """True when `path` is `folder` or lies inside it (links resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

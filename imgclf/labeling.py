@@ -1,6 +1,7 @@
 """Labelling files with a trained model: CSV, evaluation against class folders, sorting copies."""
 
 import csv
+import filecmp
 import io
 import os
 import shutil
@@ -102,9 +103,11 @@ def predict(config):
             raise UsageError("--evaluate needs one --input folder holding one sub-folder per class.")
         paths, true_labels, _ = folders.scan_class_folders(config.input[0], classes=class_names, subset=True)
     else:
-        paths = folders.list_inputs(config.input)
+        paths = folders.list_inputs(config.input, [config.sort_into, config.explain])
     folders.check_writable_folder(os.path.dirname(os.path.abspath(config.output)), "--output")
     if config.sort_into:
+        if any(os.path.realpath(config.sort_into) == os.path.realpath(item) for item in config.input):
+            raise UsageError(f"--sort-into {config.sort_into}: that is an --input folder. Choose another folder.")
         folders.check_writable_folder(config.sort_into, "--sort-into")
     explainer = _explanations(config, model, paths, metadata)
 
@@ -353,21 +356,27 @@ def _start_csv(output, class_names, paths, resume):
 
 
 def _sort_copies(paths, chosen_labels, class_names, destination):
+    """Copies each labeled file into `destination/<label>/`; a file already there with the same content (an
+    earlier run's copy) is not copied again, and two different files of one name are kept as name, name_1..."""
     for name in class_names:
         os.makedirs(os.path.join(destination, name), exist_ok=True)
-    copied = 0
+    copied = already = 0
     for path, label in zip(paths, chosen_labels):
         if label < 0:
             continue
         target = os.path.join(destination, class_names[label], os.path.basename(path))
         stem, suffix = os.path.splitext(target)
         counter = 1
-        while os.path.exists(target):  # Two inputs with the same name must not overwrite each other.
+        while os.path.exists(target) and not filecmp.cmp(path, target, shallow=False):
             target = f"{stem}_{counter}{suffix}"
             counter += 1
+        if os.path.exists(target):
+            already += 1
+            continue
         shutil.copy2(path, target)
         copied += 1
-    print(f"Copied {copied} image(s) into {destination}/<label>/.")
+    there = f"; {already} were there already (same content), not copied again" if already else ""
+    print(f"Copied {copied} image(s) into {destination}/<label>/{there}.")
 
 
 def _evaluation_report(paths, true_labels, chosen_labels, metadata, config, threshold, model):

@@ -317,3 +317,30 @@ def test_usage_errors_are_one_line_with_exit_status_2(tmp_path, script, args, me
     assert result.returncode == 2
     assert message.format(tmp=tmp_path) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_sort_into_twice_copies_once_and_never_labels_its_own_copies_or_a_model(trained, tmp_path):
+    from conftest import class_image
+
+    _, data_dir, model_dir, _ = trained
+    inputs = tmp_path / "photos"
+    shutil.copytree(data_dir / "Predict", inputs)
+    (inputs / "more").mkdir()
+    class_image(0, 4242).save(inputs / "more" / "photo 0, é.jpg")  # same name as another input, other content
+    shutil.copytree(model_dir, inputs / "my model")  # its plots are not photos to label
+    sorted_dir = inputs / "sorted"
+    command = ["predict.py", "--model-dir", model_dir, "--input", inputs, "--sort-into", sorted_dir]
+    outputs = []
+    for run in range(2):
+        result = run_script(*command, "--output", tmp_path / f"run{run}.csv")
+        assert result.returncode == 0, result.stderr
+        assert len(_rows(tmp_path / f"run{run}.csv")) == 7  # the 7 photos, never the copies or the model's plots
+        assert f"Left out {inputs / 'my model'}: a model folder." in result.stdout
+        outputs.append(result.stdout)
+    assert "Copied 7 image(s)" in outputs[0] and "were there already" not in outputs[0]
+    assert "Copied 0 image(s)" in outputs[1] and "7 were there already (same content), not copied again" in outputs[1]
+    assert f"Left out {sorted_dir}: an output folder." in outputs[1]
+    copies = sorted(path.name for path in sorted_dir.rglob("*.jpg"))
+    assert len(copies) == 7 and "photo 0, é_1.jpg" in copies  # the two different files of one name both kept
+    result = run_script("predict.py", "--model-dir", model_dir, "--input", inputs, "--sort-into", inputs)
+    assert result.returncode == 2 and "that is an --input folder" in result.stderr
