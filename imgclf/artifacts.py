@@ -22,6 +22,10 @@ from imgclf.cli import UsageError
 MODEL_FILE = "model.h5"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
+MODEL_FILES_ARE = (
+    "Models are the model.h5 (or .keras) that train_cnn.py writes, a Keras 2 .h5 or .json (with --weights), "
+    "or an exported model.onnx or .tflite."
+)
 # A training run writes its model and reports here first; they reach the model folder together (`commit`).
 STAGING = os.path.join("checkpoints", "staged")
 
@@ -185,7 +189,7 @@ def stored_config(model_file):
             raise ValueError("no model architecture in it")
         return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
-        raise UsageError(f"{model_file}: not a valid model file ({error}).") from None
+        raise UsageError(f"{model_file}: not a valid model file ({error}). {MODEL_FILES_ARE}") from None
 
 
 def code_references(config):
@@ -243,7 +247,7 @@ def load_model(model_file, unsafe=False):
         return keras.models.load_model(model_file, compile=False, safe_mode=not unsafe)
     except Exception as error:  # Keras raises many types for a damaged file; all mean the same to the user.
         reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        raise UsageError(f"{model_file}: not a valid model file ({reason}).") from None
+        raise UsageError(f"{model_file}: not a valid model file ({reason}). {MODEL_FILES_ARE}") from None
 
 
 def check_matches_metadata(model, model_file, metadata):

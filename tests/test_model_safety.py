@@ -6,6 +6,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 from imgclf import artifacts, models
 from imgclf.cli import UsageError
@@ -89,3 +90,21 @@ def test_bit_flipped_model_file_is_caught(tmp_path):
     path.write_bytes(bytes(content))
     with pytest.raises(UsageError, match=r"modified since training"):
         artifacts.check_checksum(str(path), metadata)
+
+
+@pytest.mark.parametrize("name", ["photo.jpg", "saved_model.pb", "model.weights.h5"])
+def test_a_file_that_is_not_a_model_is_one_line_naming_the_model_files(tmp_path, name):
+    import config
+    from imgclf import labeling
+
+    path = tmp_path / name
+    if name.endswith(".h5"):  # weights alone: an HDF5 file with no architecture in it
+        models.build_model("simple", 32, 2).save_weights(path)
+    else:
+        Image.new("RGB", (8, 8)).save(tmp_path / "photo.jpg")
+        path.write_bytes((tmp_path / "photo.jpg").read_bytes())
+    with pytest.raises(UsageError) as caught:
+        labeling.load_for_prediction(config.PredictConfig(model=str(path)))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: not a valid model file") and "\n" not in message
+    assert "--classes" not in message and "model.onnx or .tflite" in message
