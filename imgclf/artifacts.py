@@ -276,7 +276,10 @@ def metadata_for(model, class_names, source, resize="nearest", origin="Keras 2")
     units = model.output_shape[-1]
     classes = list(class_names) if class_names else [f"class_{i}" for i in range(max(2, units))]
     if not outputs.fits(units, len(classes)):
-        raise UsageError(f"--classes: the model has {max(2, units)} classes, {len(classes)} names were given.")
+        given = f"{len(classes)} name was" if len(classes) == 1 else f"{len(classes)} names were"
+        raise UsageError(
+            f"--classes: the model has {max(2, units)} classes, {given} given. Name each class, in output order."
+        )
     scaling = "pixel values scaled by --rescale inside the model" if origin == "Keras 2" else "0-255 pixel values"
     return {
         "class_names": classes,

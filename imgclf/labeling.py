@@ -128,7 +128,10 @@ def predict(config):
     if config.sort_into:
         _sort_copies(paths, chosen_labels, class_names, config.sort_into)
     if config.explain:
-        print(f"Grad-CAM overlays written to {config.explain}/ (red: where the network looked for the label).")
+        print(
+            f"Grad-CAM overlays written to {os.path.join(config.explain, '')} (red: where the network looked for the "
+            "label)."
+        )
     if true_labels is not None:
         threshold = _threshold(config, metadata)
         _evaluation_report(paths, np.array(true_labels), np.array(chosen_labels), metadata, config, threshold, model)
@@ -377,7 +380,7 @@ def _sort_copies(paths, chosen_labels, class_names, destination):
         shutil.copy2(path, target)
         copied += 1
     there = f"; {already} were there already (same content), not copied again" if already else ""
-    print(f"Copied {copied} image(s) into {destination}/<label>/{there}.")
+    print(f"Copied {copied} image(s) into {os.path.join(destination, '<label>', '')}{there}.")
 
 
 def _evaluation_report(paths, true_labels, chosen_labels, metadata, config, threshold, model):
@@ -416,8 +419,19 @@ def _evaluation_report(paths, true_labels, chosen_labels, metadata, config, thre
         metadata, threshold if len(class_names) == 2 else None, model, stem, _errors_in(output),
     )  # fmt: skip
     print(
-        f"\n{text}Report written to {stem}_report.html, {stem}_report.txt, {stem}_confusion_matrix.png, "
-        "_roc_curve.png, _pr_curve.png."
+        f"\n{text}Report written to "
+        + ", ".join(
+            f"{stem}_{name}"
+            for name in (
+                "report.html",
+                "report.txt",
+                "confusion_matrix.png",
+                "roc_curve.png",
+                "pr_curve.png",
+                "top_losses.csv",
+            )
+        )
+        + "."
     )
 
 

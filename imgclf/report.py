@@ -47,9 +47,17 @@ def text_report(counts, class_names, scores=None, threshold=None):
         lines.append(threshold)
     lines.append("")
     lines.append(f"{'class':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>9}")
+    present = support > 0  # A class with no images here has no recall: it stays out of the averages.
     for i, name in enumerate(class_names):
-        lines.append(f"{name:<{width}} {precision[i]:>9.4f} {recall[i]:>9.4f} {f1[i]:>9.4f} {support[i]:>9d}")
-    lines.append(f"{'macro avg':<{width}} {precision.mean():>9.4f} {recall.mean():>9.4f} {f1.mean():>9.4f} {total:>9d}")
+        scores_of = f"{precision[i]:>9.4f} {recall[i]:>9.4f} {f1[i]:>9.4f}" if present[i] else f"{'-':>9} " * 3
+        lines.append(f"{name:<{width}} {scores_of.rstrip():>29} {support[i]:>9d}")
+    lines.append(
+        f"{'macro avg':<{width}} {precision[present].mean():>9.4f} {recall[present].mean():>9.4f} "
+        f"{f1[present].mean():>9.4f} {total:>9d}"
+    )
+    if not present.all():
+        absent = ", ".join(f"'{name}'" for name, here in zip(class_names, present) if not here)
+        lines.append(f"(no images of {absent} here: left out of the averages)")
     if len(class_names) == 2:
         lines.append("")
         lines.append(f"sensitivity (recall of '{class_names[1]}'): {recall[1]:.4f}")

@@ -197,7 +197,7 @@ def test_evaluate_and_sort_into_leave_originals_untouched(trained):
     report_text = (root / "eval_report.txt").read_text()
     assert "accuracy:" in report_text and "balanced accuracy:" in report_text
     for name in ("eval_confusion_matrix.png", "eval_roc_curve.png", "eval_pr_curve.png"):
-        assert (root / name).is_file()
+        assert (root / name).is_file() and str(root / name) in result.stdout  # each named whole
     # The ROC AUC in the report is the share of (dog, cat) pairs in which the dog scores higher.
     rows = _rows(output)
     dogs = np.array([float(r["prob_dogs"]) for r in rows if "/dogs/" in r["path"].replace("\\", "/")])
@@ -220,6 +220,7 @@ def test_evaluate_on_some_of_the_classes(trained):
     assert result.returncode == 0, result.stderr
     report = (root / "cats_report.txt").read_text()
     assert "(8 images" not in report and "/8)" in report.splitlines()[0]
+    assert "(no images of 'dogs' here: left out of the averages)" in report
     shutil.copytree(data_dir / "Test_Set" / "dogs", only_cats / "wolves")
     result = run_script("predict.py", *args)
     assert result.returncode == 2

@@ -108,3 +108,9 @@ def test_a_file_that_is_not_a_model_is_one_line_naming_the_model_files(tmp_path,
     message = str(caught.value)
     assert message.startswith(f"{path}: not a valid model file") and "\n" not in message
     assert "--classes" not in message and "model.onnx or .tflite" in message
+
+
+def test_too_few_class_names_says_how_many_in_good_grammar():
+    model = models.build_model("simple", 32, 2)
+    with pytest.raises(UsageError, match=r"--classes: the model has 2 classes, 1 name was given\. Name each class"):
+        artifacts.metadata_for(model, ["cats"], "old.h5")

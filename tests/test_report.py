@@ -26,6 +26,17 @@ def test_class_with_no_predictions_reports_zero_not_nan():
     assert "nan" not in text.lower()
 
 
+def test_a_class_without_images_stays_out_of_the_averages():
+    # A 3-class model evaluated on a folder holding cats and dogs only; one dog was called a bird.
+    counts = np.array([[4, 0, 0], [0, 8, 2], [0, 0, 0]])
+    text = report.text_report(counts, ["cats", "dogs", "birds"], {"balanced_accuracy": 0.9})
+    macro = next(line for line in text.splitlines() if line.startswith("macro avg")).split()
+    assert macro[2:5] == ["1.0000", "0.9000", "0.9444"]  # precision, recall, F1 of cats and dogs only
+    birds = next(line for line in text.splitlines() if line.startswith("birds")).split()
+    assert birds == ["birds", "-", "-", "-", "0"]
+    assert "(no images of 'birds' here: left out of the averages)" in text
+
+
 def test_plots_are_png_files(tmp_path):
     report.plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "cm.png")
     report.plot_history(

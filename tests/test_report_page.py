@@ -129,7 +129,7 @@ def test_predict_explain_writes_one_overlay_per_labeled_image(trained, tmp_path)
     assert written == ["more/b/img_0.jpg.png", "more/b/img_1.png.png"]
     overlay = np.asarray(Image.open(tmp_path / "why" / written[0]))
     assert overlay.shape[0] > 224 and overlay.shape[1] == 224 and overlay.std() > 10
-    assert "Grad-CAM overlays written to" in result.stdout
+    assert f"Grad-CAM overlays written to {tmp_path / 'why'}/ (red:" in result.stdout
 
 
 def _chromium():
