@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from imgclf import artifacts, data, duplicates, gradcam, outputs, webpage
+from imgclf import artifacts, data, duplicates, gradcam, outputs, suspects, webpage
 from imgclf import images as image_io
 from imgclf.cli import UsageError
 
@@ -22,9 +22,6 @@ TOP_LOSSES_FILE = "top_losses.csv"
 SUSPECT_LABELS_FILE = "suspect_labels.csv"
 REPORT_PAGE = "report.html"
 TOP_LOSSES = 16  # the held-out images with the highest loss, shown with Grad-CAM
-# A label is suspect when a model that did not train on the image gives it at most this probability.
-SUSPECT_PROBABILITY = 0.1
-FOLDS = 5  # out-of-fold probabilities of the training images: 5 linear classifiers, each without one fifth
 HELD_OUT = ("validation", "test")
 
 
@@ -139,53 +136,6 @@ def write_top_losses(records, model_dir, name=TOP_LOSSES_FILE):
     _write_csv(os.path.join(model_dir, name), header, rows)
 
 
-def out_of_fold_probabilities(features, labels, num_classes, folds=FOLDS, steps=300, seed=0):
-    """Class probabilities of each image from a linear classifier that never saw it.
-
-    The images are dealt into `folds`; classifier k (softmax regression on the
-    standardized features, L2-regularized, the head's own kind) trains on every
-    fold but k and labels fold k. The `folds` classifiers train together, as one
-    batched computation, in `steps` full-batch Adam steps: about a second for
-    8000 images on 2 cores, where `folds` Keras fits take half a minute.
-    """
-    import keras
-    import tensorflow as tf
-
-    features = np.asarray(features, np.float32)
-    standardized = (features - features.mean(0)) / (features.std(0) + 1e-6)
-    labels = np.asarray(labels, np.int64)
-    fold = np.random.default_rng(seed).permutation(len(labels)) % folds
-    x = tf.constant(standardized)
-    y = tf.constant(labels)
-    trains = tf.constant((fold[None, :] != np.arange(folds)[:, None]).astype(np.float32))  # (folds, images)
-    weights = tf.Variable(tf.zeros((folds, features.shape[1], num_classes)))
-    biases = tf.Variable(tf.zeros((folds, 1, num_classes)))
-    optimizer = keras.optimizers.Adam(0.01)
-
-    def logits():
-        return tf.einsum("nd,kdc->knc", x, weights) + biases
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.broadcast_to(y, trains.shape), logits())
-            loss = tf.reduce_sum(losses * trains) / tf.reduce_sum(trains) + 1e-2 * tf.reduce_sum(weights**2) / folds
-        optimizer.apply(tape.gradient(loss, [weights, biases]), [weights, biases])
-
-    for _ in range(steps):
-        step()
-    probabilities = tf.nn.softmax(logits()).numpy()  # (folds, images, classes)
-    return probabilities[fold, np.arange(len(labels))]
-
-
-def suspects(true_labels, probabilities):
-    """Indices (into the rows given) whose own label has at most SUSPECT_PROBABILITY, the least likely first."""
-    probabilities = np.asarray(probabilities)
-    own = probabilities[np.arange(len(probabilities)), np.asarray(true_labels)]
-    chosen = np.flatnonzero(own <= SUSPECT_PROBABILITY)
-    return chosen[np.argsort(own[chosen], kind="stable")]
-
-
 def write_suspects(records, model_dir):
     """Writes suspect_labels.csv from `records`: dicts with path, part, label, suggested, probability_of_label,
     probability_of_suggested, judged_by."""
@@ -248,38 +198,32 @@ def _write_training_report(model, trainee, config, split, decoded, copies, evalu
     write_top_losses(loss_records, staged)
     explain_records(model, loss_records, predicted, config.image_size, grayscale)
 
-    # Suspect labels: training images judged out of fold (features) or by the trained model; held-out ones by it.
-    judged = []
-    if decoded.inputs.ndim == 2:  # backbone features: cheap out-of-fold probabilities
-        train_labels = split.labels[split.train]
-        train_probabilities = out_of_fold_probabilities(decoded.inputs[split.train], train_labels, len(names))
-        judged.append((split.train, train_labels, train_probabilities, f"out of fold ({FOLDS} folds)"))
-    else:
-        batches = data.batches(decoded.inputs, split.labels, split.train, config.batch_size)
-        train_probabilities = outputs.class_probabilities(trainee.predict(batches, verbose=0))
-        judged.append((split.train, split.labels[split.train], train_probabilities, "the trained model (seen)"))
-    for _, indices, scored in held:
-        judged.append((indices, scored["labels"], scored["probabilities"], "the trained model (held out)"))
-    suspect_records = []
-    for indices, labels, probabilities, how in judged:
-        for row in suspects(labels, probabilities):
-            suggested = int(np.argmax(probabilities[row]))
-            suspect_records.append(
-                {"path": split.paths[indices[row]], "part": parts[indices[row]], "label": names[labels[row]],
-                 "suggested": names[suggested], "probability_of_label": float(probabilities[row, labels[row]]),
-                 "probability_of_suggested": float(probabilities[row, suggested]), "judged_by": how}
-            )  # fmt: skip
-    write_suspects(suspect_records, staged)
-    print(
-        f"Possible label errors: {len(suspect_records)} image(s) whose label gets at most "
-        f"{SUSPECT_PROBABILITY:.0%} probability, listed in {os.path.join(model_dir, SUSPECT_LABELS_FILE)}."
+    # Possible label errors: each label judged by models that did not learn it (see imgclf/suspects.py).
+    features = decoded.inputs if decoded.inputs.ndim == 2 else None
+    seen = (
+        features[split.train]
+        if features is not None
+        else data.batches(decoded.inputs, split.labels, split.train, config.batch_size)
     )
+    findings = suspects.find(
+        split.labels, split.train, {role: (indices, scored["probabilities"]) for role, indices, scored in held},
+        outputs.class_probabilities(trainee.predict(seen, verbose=0)), features,
+    )  # fmt: skip
+    suspect_records = [
+        {"path": split.paths[index], "part": parts[index], "label": names[split.labels[index]],
+         "suggested": names[suggested], "probability_of_label": own, "probability_of_suggested": other,
+         "judged_by": how}
+        for index, suggested, own, other, how in findings.rows
+    ]  # fmt: skip
+    write_suspects(suspect_records, staged)
+    suspects_note = _suspects_note(findings, metadata["validation"]["accuracy"])
+    print(f"Possible label errors: {suspects_note} Listed in {os.path.join(model_dir, SUSPECT_LABELS_FILE)}.")
 
     sources = {"validation": split.validation_source, "test": split.test_source}
     page = webpage.Page(
         title="Training report",
         subtitle=f"{os.path.abspath(model_dir)} · {time.strftime('%Y-%m-%d %H:%M')}",
-        summary=_training_summary(metadata, split, copies, len(suspect_records)),
+        summary=_training_summary(metadata, split, copies, findings),
         warnings=leak_warnings(copies, parts, sources, model_dir),
         class_names=names,
         balance={
@@ -301,9 +245,9 @@ def _write_training_report(model, trainee, config, split, decoded, copies, evalu
         ),
         suspects=_with_pictures(suspect_records[: webpage.SHOWN_SUSPECTS], grayscale),
         suspects_note=(
-            f"{len(suspect_records)} image(s) whose own label gets at most {SUSPECT_PROBABILITY:.0%} probability "
-            "from a model that did not train on them (training images: out of fold when the network is a frozen "
-            f"backbone, else the trained model itself). Check their folders; all are in {SUSPECT_LABELS_FILE}."
+            f"{suspects_note} Training images are judged out of fold when the network is a frozen backbone (else by "
+            "the trained model itself), held-out images by the trained model; each judge is calibrated on images "
+            f"it did not train on. Check their folders; all are in {SUSPECT_LABELS_FILE}."
         ),
         copies=_copy_pictures(copies[: webpage.SHOWN_PAIRS], split.paths, parts, grayscale),
         copies_note=(
@@ -338,6 +282,17 @@ def explain_records(model, records, classes, image_size, grayscale, resize="bili
         heatmaps = explainer.heatmaps(pixels, classes)
     for n, record in enumerate(records):
         record["image"] = shown[n] if heatmaps is None else gradcam.overlay(shown[n], heatmaps[n])
+
+
+def _suspects_note(findings, accuracy):
+    """How many labels are suspect, and how many flags this model's confident mistakes would give by chance."""
+    return (
+        f"{len(findings.rows)} image(s) whose label gets at most {suspects.SUSPECT_PROBABILITY:.0%} calibrated "
+        f"probability. By chance: at this model's validation accuracy ({accuracy:.1%}), {findings.mistakes} of "
+        f"{findings.validation_images} validation images got such a confident mistake, so about "
+        f"{findings.chance:.0f} flag(s) among the training images are expected even if every label is right; "
+        "many more than that point at real label errors."
+    )
 
 
 def _with_pictures(records, grayscale):
@@ -385,7 +340,7 @@ def _score_block(role, figures, counts, threshold):
     return f"{role}: {figures['source']}, {figures['images']:,} images", counts, score_lines(figures, threshold)
 
 
-def _training_summary(metadata, split, copies, suspect_count):
+def _training_summary(metadata, split, copies, findings):
     training, validation, test = metadata["training"], metadata["validation"], metadata.get("test")
     rows = [("classes", ", ".join(split.class_names))]
     if test:
@@ -403,7 +358,7 @@ def _training_summary(metadata, split, copies, suspect_count):
         ("threshold", "most probable class" if metadata["threshold"] is None
                       else f"{metadata['threshold']:.4f} ({metadata['threshold_chosen_by']})"),
         ("duplicates", f"{len(copies):,} pair(s) of copies"),
-        ("possible label errors", f"{suspect_count:,}"),
+        ("possible label errors", f"{len(findings.rows):,} (about {findings.chance:.0f} expected by chance)"),
     ]  # fmt: skip
     return rows
 
