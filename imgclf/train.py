@@ -120,13 +120,16 @@ def drop_unreadable(split, errors, model_dir, strict=False):
             "without --strict to skip them."
         )
     artifacts.write_text(artifacts.staged(model_dir, SKIPPED_FILE), "".join(line + "\n" for line in lines))
-    if errors:
-        print(f"Skipped {len(errors)} unreadable file(s), listed in {os.path.join(model_dir, SKIPPED_FILE)}:")
-        for line in lines[:5]:
-            print("  " + line.replace("\t", ": "))
     train = np.array([i for i in split.train if i not in bad], np.int64)
     validation = np.array([i for i in split.validation if i not in bad], np.int64)
     test = np.array([i for i in split.test if i not in bad], np.int64)
+    if errors:
+        print(
+            f"Skipped {len(errors)} unreadable file(s), listed in {os.path.join(model_dir, SKIPPED_FILE)}; "
+            f"{len(train)} training, {len(validation)} validation and {len(test)} test images remain:"
+        )
+        for line in lines[:5]:
+            print("  " + line.replace("\t", ": "))
     for name, indices in (("Training", train), ("Validation", validation), ("Test", test)):
         if name == "Test" and not len(split.test):
             continue
@@ -273,7 +276,7 @@ def train(config):
         print(warning, file=sys.stderr)
     print(f"Training on {devices.describe()}: {distribute.describe(strategy)}, {policy} arithmetic ({why}).")
     print(
-        f"Classes ({num_classes}): {', '.join(split.class_names)}. "
+        f"Classes ({num_classes}): {', '.join(split.class_names)}. Found "
         f"{len(split.train)} training and {len(split.validation)} validation files ({split.validation_source})"
         + (f", {len(split.test)} test files ({split.test_source}), scored once at the end." if len(split.test) else ".")
     )

@@ -175,16 +175,44 @@ def test_mixed_precision_models_export_in_float32(tmp_path):
     assert np.asarray(network(images)).dtype == np.float32 and network.output_shape == (None, 3)
 
 
-def test_the_readme_onnx_example_runs_without_tensorflow(exported, keras_labels):
-    root, data_dir, model_dir = exported
+def _readme_example(model_dir, photo):
+    """(label, confidence) that the README's ONNX example prints for `photo`, run with TensorFlow unimportable."""
     readme = (ROOT / "README.md").read_text()
     example = readme.split("Using `model.onnx` from plain Python")[1].split("```python\n")[1].split("```")[0]
     assert len([line for line in example.splitlines() if line.strip()]) <= 10
     blocker = "import sys\nsys.modules['tensorflow'] = sys.modules['keras'] = None  # any import of them fails\n"
     code = blocker + example.replace('"models/', f'"{model_dir}/')
-    photo = data_dir / "Predict" / "photo_3.png"
     result = subprocess.run([sys.executable, "-c", code, str(photo)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    expected = next(row for row in keras_labels[1] if row["path"].endswith("photo_3.png"))
     label, confidence = result.stdout.split()
-    assert label == expected["label"] and abs(float(confidence) - float(expected["confidence"])) < 2e-3
+    return label, float(confidence)
+
+
+def test_the_readme_onnx_example_runs_without_tensorflow(exported, keras_labels):
+    _, data_dir, model_dir = exported
+    label, confidence = _readme_example(model_dir, data_dir / "Predict" / "photo_3.png")
+    expected = next(row for row in keras_labels[1] if row["path"].endswith("photo_3.png"))
+    assert label == expected["label"] and abs(confidence - float(expected["confidence"])) < 2e-3
+
+
+def test_the_readme_onnx_example_reduces_colour_to_grey_for_a_grayscale_model(tmp_path):
+    data_dir, model_dir = tmp_path / "Dataset", tmp_path / "models"
+    for label, name in enumerate(["normal", "pneumonia"]):
+        (data_dir / "Training_Set" / name).mkdir(parents=True)
+        for i in range(16):
+            class_image(label, 1000 * label + i).convert("L").save(data_dir / "Training_Set" / name / f"{i}.png")
+    trained = run_script("train_cnn.py", "--data-dir", data_dir, "--model-dir", model_dir, "--arch", "simple",
+                         "--image-size", "32", "--epochs", "3", "--batch-size", "8")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert run_script("predict.py", "--model-dir", model_dir, "--export", "onnx").returncode == 0
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        class_image(i % 2, 60 + i).save(photos / f"colour_{i}.png")  # colour photos for a model that saw grey
+    result = run_script("predict.py", "--model", model_dir / "model.onnx", "--input", photos, "--output",
+                        tmp_path / "p.csv")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            label, confidence = _readme_example(model_dir, row["path"])
+            assert label == row["label"] and abs(confidence - float(row["confidence"])) < 2e-3
