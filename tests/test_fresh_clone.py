@@ -99,3 +99,35 @@ def test_output_into_a_closed_pipe_loses_nothing(clone):
         assert len(result.stdout.splitlines()) == 1
         assert (clone / written).is_file(), script
     assert len(_csv_rows(clone / "predictions.csv")) == 30
+
+
+def _readme_commands(readme, heading):
+    """The command lines of the first bash block after `heading` in the README, comments dropped."""
+    block = readme.split(heading, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_a_walk_through_the_readmes_commands(clone, tmp_path):
+    """Every command of "Use your own photos" and "Take the model anywhere", in order, as printed (training
+    with small, fast settings added), on photos put where the README says."""
+    readme = (clone / "README.md").read_text()
+    commands = _readme_commands(readme, "## Use your own photos") + _readme_commands(readme, "## Take the model")
+    assert len(commands) == 11 and commands[0].startswith("python train_cnn.py")
+    write_class_tree(clone / "Dataset" / "Training_Set", ["Cats", "Dogs"], per_class=16)
+    write_class_tree(clone / "Dataset" / "Test_Set", ["Cats", "Dogs"], per_class=4, start_seed=300)
+    _add_predict_photos(clone)
+    write_class_tree(clone / "photos", ["Cats", "Dogs"], per_class=2, start_seed=400)  # "--input photos/"
+    home = tmp_path / "home"
+    write_class_tree(home / "holiday", ["beach", "hills"], per_class=2, start_seed=600)  # any layout
+    for command in commands:
+        line = command.replace("python ", '"$PYTHON" ', 1).replace("~/", f"{home}/")
+        if "train_cnn.py" in line:
+            line += " " + " ".join(FAST)
+        result = run_shell(line, clone)
+        assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        assert "Traceback" not in result.stderr, command
+    assert len(_csv_rows(clone / "predictions.csv")) == 4  # the last command labeled Test_Set with model.onnx
+    assert len(list((home / "sorted").rglob("*.jpg"))) + len(list((home / "sorted").rglob("*.png"))) == 4
+    assert (clone / "predictions_report.html").is_file() and len(list((clone / "why").rglob("*.png"))) == 4
+    for name in ("model.onnx", "model.tflite", "model_int8.tflite", "saved_model"):
+        assert (clone / "models" / name).exists(), name
