@@ -103,7 +103,8 @@ class TrainConfig(_Checked):
     )
     validation_split: float = setting(
         0.2,
-        "share of Training_Set held out to choose the best epoch and the threshold when there is no Validation_Set/",
+        "share of Training_Set held out to choose the best epoch and the threshold when there is no Validation_Set/ "
+        "(with --test-split: a share of what the test share leaves)",
         low=0.01,
         high=0.9,
     )
