@@ -290,8 +290,9 @@ def _suspects_note(findings, accuracy):
         f"{len(findings.rows)} image(s) whose label gets at most {suspects.SUSPECT_PROBABILITY:.0%} calibrated "
         f"probability. By chance: at this model's validation accuracy ({accuracy:.1%}), {findings.mistakes} of "
         f"{findings.validation_images} validation images got such a confident mistake, so about "
-        f"{findings.chance:.0f} flag(s) among the training images are expected even if every label is right; "
-        "many more than that point at real label errors."
+        f"{findings.chance:.0f} flag(s) among the training images are expected even if every label is right (at "
+        "most: a label error among the validation images counts as a mistake there too); many more than that point "
+        "at real label errors."
     )
 
 

@@ -17,7 +17,7 @@ import PIL
 import tensorflow as tf
 
 from config import DEFAULT_ARCH, PRETRAINED
-from imgclf import artifacts, data, devices, diagnosis, distribute, folders, metrics, models, outputs, report
+from imgclf import artifacts, data, devices, diagnosis, distribute, export, folders, metrics, models, outputs, report
 from imgclf import images as image_io
 from imgclf.cli import UsageError
 
@@ -374,7 +374,8 @@ def train(config):
     diagnosis.write_training_report(model, trainee, config, split, decoded, copies, evaluation, metadata)
     metadata["training"]["report_seconds"] = round(time.time() - reported, 2)
     artifacts.save_model(model, artifacts.staged(config.model_dir), metadata)
-    artifacts.commit(artifacts.staged(config.model_dir), config.model_dir, REPORT_FILES)
+    # The earlier model's exports go too: they would label with a model that is no longer there.
+    artifacts.commit(artifacts.staged(config.model_dir), config.model_dir, REPORT_FILES + list(export.FILES.values()))
     # The run is complete: its resume state and best-epoch weights are in model.h5 now.
     shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
     _print_summary(metadata, config.model_dir)

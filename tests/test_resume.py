@@ -151,17 +151,19 @@ def test_ctrl_c_of_another_run_leaves_the_model_folder_describing_its_model(tmp_
 
 
 def test_commit_moves_a_runs_files_and_removes_an_earlier_models_reports(tmp_path):
-    from imgclf import artifacts
+    from imgclf import artifacts, export
 
     staging, model_dir = tmp_path / "m" / "checkpoints" / "staged", tmp_path / "m"
     (staging / "logs").mkdir(parents=True)
     for name, text in (("report.txt", "new"), ("logs/events", "new")):
         (staging / name).write_text(text)
-    for name in ("report.txt", "report.html", "logs/old-events", "notes.txt"):
+    for name in ("report.txt", "report.html", "logs/old-events", "notes.txt", "model.onnx", "saved_model/x.pb"):
         (model_dir / name).parent.mkdir(exist_ok=True)
         (model_dir / name).write_text("old")
-    artifacts.commit(str(staging), str(model_dir), ["report.txt", "report.html", "logs"])
+    names = [*train.REPORT_FILES, *export.FILES.values()]  # what training passes
+    artifacts.commit(str(staging), str(model_dir), names)
     assert (model_dir / "report.txt").read_text() == "new" and (model_dir / "logs" / "events").read_text() == "new"
     assert not (model_dir / "report.html").exists() and not (model_dir / "logs" / "old-events").exists()
+    assert not (model_dir / "model.onnx").exists() and not (model_dir / "saved_model").exists()  # the old exports
     assert (model_dir / "notes.txt").read_text() == "old"  # Not a report: the user's own file stays.
     assert os.listdir(staging) == []
