@@ -286,13 +286,22 @@ def explain_records(model, records, classes, image_size, grayscale, resize="bili
 
 def _suspects_note(findings, accuracy):
     """How many labels are suspect, and how many flags this model's confident mistakes would give by chance."""
+    if findings.mistakes:
+        chance = (
+            f"{findings.mistakes} of {findings.validation_images} validation images got such a confident mistake, "
+            f"so about {findings.chance:.0f} flag(s) among the training images are expected even if every label is "
+            "right (at most: a label error among the validation images counts as a mistake there too)"
+        )
+    else:
+        rate = findings.training_images / max(1, findings.validation_images)
+        chance = (
+            f"none of {findings.validation_images} validation images got such a confident mistake, so chance alone "
+            f"gives few flags if any among the training images (fewer than about {max(1, round(rate))})"
+        )
     return (
         f"{len(findings.rows)} image(s) whose label gets at most {suspects.SUSPECT_PROBABILITY:.0%} calibrated "
-        f"probability. By chance: at this model's validation accuracy ({accuracy:.1%}), {findings.mistakes} of "
-        f"{findings.validation_images} validation images got such a confident mistake, so about "
-        f"{findings.chance:.0f} flag(s) among the training images are expected even if every label is right (at "
-        "most: a label error among the validation images counts as a mistake there too); many more than that point "
-        "at real label errors."
+        f"probability. By chance: at this model's validation accuracy ({accuracy:.1%}), {chance}; many more than "
+        "that point at real label errors."
     )
 
 
@@ -359,7 +368,7 @@ def _training_summary(metadata, split, copies, findings):
         ("threshold", "most probable class" if metadata["threshold"] is None
                       else f"{metadata['threshold']:.4f} ({metadata['threshold_chosen_by']})"),
         ("duplicates", f"{len(copies):,} pair(s) of copies"),
-        ("possible label errors", f"{len(findings.rows):,} (about {findings.chance:.0f} expected by chance)"),
+        ("possible label errors", f"{len(findings.rows):,} (by chance: about {findings.chance:.0f})"),
     ]  # fmt: skip
     return rows
 

@@ -39,6 +39,7 @@ class Findings:
     chance: float
     mistakes: int
     validation_images: int
+    training_images: int
 
 
 def find(labels, train, held, train_probabilities, features=None):
@@ -79,7 +80,7 @@ def find(labels, train, held, train_probabilities, features=None):
             rows += _flags(indices, saved[role], labels, alone, "the trained model (held out)")
     mistakes = sum(1 for row in rows if row[0] in set(validation_indices.tolist()))
     chance = len(train) * mistakes / max(1, len(validation_indices))
-    return Findings(sorted(rows, key=lambda row: row[2]), chance, mistakes, len(validation_indices))
+    return Findings(sorted(rows, key=lambda row: row[2]), chance, mistakes, len(validation_indices), len(train))
 
 
 def _own(probabilities, labels):
