@@ -44,8 +44,7 @@ def is_model_folder(folder):
 
 def model_folders(folder):
     """The model folders below `folder` (itself included)."""
-    return [root for root, _, files in os.walk(folder, followlinks=True) if "metadata.json" in files and
-            is_model_folder(root)]  # fmt: skip
+    return [root for root, _, _ in os.walk(folder, followlinks=True) if is_model_folder(root)]
 
 
 def _comparable(name):

@@ -418,21 +418,9 @@ def _evaluation_report(paths, true_labels, chosen_labels, metadata, config, thre
         [path for path, ok in zip(paths, readable) if ok], true_labels, probabilities, {**figures, **scores}, counts,
         metadata, threshold if len(class_names) == 2 else None, model, stem, _errors_in(output),
     )  # fmt: skip
-    print(
-        f"\n{text}Report written to "
-        + ", ".join(
-            f"{stem}_{name}"
-            for name in (
-                "report.html",
-                "report.txt",
-                "confusion_matrix.png",
-                "roc_curve.png",
-                "pr_curve.png",
-                "top_losses.csv",
-            )
-        )
-        + "."
-    )
+    written = ", ".join(f"{stem}_{name}" for name in ("report.html", "report.txt", "confusion_matrix.png",
+                                                        "roc_curve.png", "pr_curve.png", "top_losses.csv"))  # fmt: skip
+    print(f"\n{text}Report written to {written}.")
 
 
 def _errors_in(output):
