@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import typing
 
 from imgclf.cli import UsageError
 
@@ -23,7 +24,6 @@ PRETRAINED = [
     "vgg16",
 ]
 ARCHITECTURES = [*PRETRAINED, "compact", "simple"]
-DEFAULT_ARCH = "efficientnet_lite0"
 
 
 def setting(default, help, *, low=None, high=None, choices=None, nargs=None, kind=None, shown=None):
@@ -55,6 +55,9 @@ class _Checked:
 
 @dataclasses.dataclass
 class TrainConfig(_Checked):
+    # --arch when it is not given (None: "not given", so that --init-from can tell a clash from a default).
+    DEFAULT_ARCH: typing.ClassVar[str] = "efficientnet_lite0"
+
     data_dir: str = setting(
         "Dataset", "folder holding Training_Set/<class>/ and optionally Validation_Set/<class>/ and Test_Set/<class>/"
     )
@@ -65,7 +68,7 @@ class TrainConfig(_Checked):
         "once by Keras), compact (trained from scratch) or simple (the classic tutorial network)",
         choices=ARCHITECTURES,
         kind=str,
-        shown=f"{DEFAULT_ARCH}; with --init-from the earlier model's",
+        shown="efficientnet_lite0; with --init-from the earlier model's",
     )
     image_size: int | None = setting(
         None,

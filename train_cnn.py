@@ -14,7 +14,8 @@ exit status:
   2    usage error: a bad flag value, a missing or empty folder, a folder that cannot be written;
        with --strict also an unreadable file or a test image that is a copy of a training image
   3    --strategy multi-worker: another worker went away (start every worker again with --resume)
-  130  interrupted (Ctrl-C): the last complete epoch is kept; continue with --resume
+  130  interrupted (Ctrl-C): the model folder is as it was; stopped during the epochs, the last complete
+       one is kept and --resume continues from it
 """
 
 import config

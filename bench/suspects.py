@@ -51,7 +51,7 @@ def run(name, cats, dogs, flips=0, seed=1337, extra=()):
         with open(model_dir / "suspect_labels.csv", newline="") as handle:
             rows = list(csv.DictReader(handle))
         line = next(line for line in output.splitlines() if line.startswith("Possible label errors"))
-        chance = line.split("so about ")[1].split(" ")[0] if "so about " in line else "0"
+        chance = line.split("chance alone gives ")[1].split(" flag(s)")[0]
         found = sum(1 for row in rows if os.path.basename(row["path"]) in flipped)
         return [
             name, f"{metadata['validation']['accuracy']:.3f}", len(rows), f"{found}/{flips}" if flips else "-",

@@ -71,8 +71,9 @@ def staged(model_dir, name=""):
 
 
 @contextlib.contextmanager
-def interrupts_deferred():
-    """Holds Ctrl-C (SIGINT) back meanwhile and raises it afterwards, so a few renames happen all or none."""
+def interrupts_deferred(message):
+    """Holds Ctrl-C (SIGINT) back meanwhile, so a few renames happen all or none; one that came meanwhile is
+    raised afterwards as KeyboardInterrupt(`message`), saying what was done."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -82,32 +83,33 @@ def interrupts_deferred():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+    if received and previous is signal.default_int_handler:
+        raise KeyboardInterrupt(message)
     if received and callable(previous):
-        previous(*received[0])  # Python's own handler: raises KeyboardInterrupt here.
+        previous(*received[0])
     elif received and previous == signal.SIG_DFL:
         signal.raise_signal(signal.SIGINT)
 
 
 def commit(staging, model_dir, names):
-    """Moves everything in `staging` into `model_dir` and removes the `names` (reports an earlier model
-    had) that this run did not write, so the folder describes one model only. The moves happen with
-    Ctrl-C held back; the model files go last and metadata.json (with their SHA-256) very last, so that
-    even a kill in between leaves a model that `predict.py` refuses rather than one it mislabels.
+    """Moves everything in `staging` into `model_dir` and removes the `names` (reports and exports an earlier
+    model had) that this run did not write, so the folder describes one model only.
+
+    Ctrl-C is held back meanwhile. The earlier metadata.json goes first and the new one (with the model files'
+    SHA-256) comes last, so even a kill in between leaves a folder that predict.py refuses, never a mix it uses.
     """
     order = [MODEL_FILE, WEIGHTS_FILE, METADATA_FILE]
-    written = sorted(os.listdir(staging), key=lambda name: (order.index(name) if name in order else -1, name))
-    with interrupts_deferred():
-        for name in names:
+    written = [name for name in os.listdir(staging) if not name.startswith(".tmp-")]  # not a killed write's leftover
+    written.sort(key=lambda name: (order.index(name) if name in order else -1, name))
+    with interrupts_deferred(f"the new model and its reports were saved in {model_dir} all the same."):
+        for name in [METADATA_FILE, *names]:
             stale = os.path.join(model_dir, name)
-            if name not in written and os.path.isdir(stale):
+            if os.path.isdir(stale) and not os.path.islink(stale):
                 shutil.rmtree(stale)
-            elif name not in written and os.path.exists(stale):
+            elif os.path.lexists(stale):
                 os.remove(stale)
         for name in written:
-            destination = os.path.join(model_dir, name)
-            if os.path.isdir(destination):  # A folder (the TensorBoard logs) cannot be renamed over another.
-                shutil.rmtree(destination)
-            os.replace(os.path.join(staging, name), destination)
+            os.replace(os.path.join(staging, name), os.path.join(model_dir, name))
         _fsync_folder(model_dir)
 
 

@@ -21,6 +21,7 @@ DUPLICATES_FILE = "duplicates.csv"
 TOP_LOSSES_FILE = "top_losses.csv"
 SUSPECT_LABELS_FILE = "suspect_labels.csv"
 REPORT_PAGE = "report.html"
+REPORT_FILES = [DUPLICATES_FILE, TOP_LOSSES_FILE, SUSPECT_LABELS_FILE, REPORT_PAGE]  # what a training run writes here
 TOP_LOSSES = 16  # the held-out images with the highest loss, shown with Grad-CAM
 HELD_OUT = ("validation", "test")
 
@@ -284,24 +285,22 @@ def explain_records(model, records, classes, image_size, grayscale, resize="bili
         record["image"] = shown[n] if heatmaps is None else gradcam.overlay(shown[n], heatmaps[n])
 
 
+def _chance(findings):
+    """How many training flags chance alone gives: "about N", or "few if any (fewer than about N)"."""
+    if findings.mistakes:
+        return f"about {findings.chance:.0f}"
+    return f"few if any (fewer than about {max(1, round(findings.training_images / findings.validation_images))})"
+
+
 def _suspects_note(findings, accuracy):
     """How many labels are suspect, and how many flags this model's confident mistakes would give by chance."""
-    if findings.mistakes:
-        chance = (
-            f"{findings.mistakes} of {findings.validation_images} validation images got such a confident mistake, "
-            f"so about {findings.chance:.0f} flag(s) among the training images are expected even if every label is "
-            "right (at most: a label error among the validation images counts as a mistake there too)"
-        )
-    else:
-        rate = findings.training_images / max(1, findings.validation_images)
-        chance = (
-            f"none of {findings.validation_images} validation images got such a confident mistake, so chance alone "
-            f"gives few flags if any among the training images (fewer than about {max(1, round(rate))})"
-        )
     return (
         f"{len(findings.rows)} image(s) whose label gets at most {suspects.SUSPECT_PROBABILITY:.0%} calibrated "
-        f"probability. By chance: at this model's validation accuracy ({accuracy:.1%}), {chance}; many more than "
-        "that point at real label errors."
+        f"probability, {findings.training_flags} of them training images. By chance: at this model's validation "
+        f"accuracy ({accuracy:.1%}) the same rule flags {findings.mistakes} of {findings.validation_images} "
+        f"validation images, so chance alone gives {_chance(findings)} flag(s) among the training images even if "
+        "every label is right (at most: a label error among the validation images counts there too); many more "
+        "than that point at real label errors."
     )
 
 
@@ -368,7 +367,8 @@ def _training_summary(metadata, split, copies, findings):
         ("threshold", "most probable class" if metadata["threshold"] is None
                       else f"{metadata['threshold']:.4f} ({metadata['threshold_chosen_by']})"),
         ("duplicates", f"{len(copies):,} pair(s) of copies"),
-        ("possible label errors", f"{len(findings.rows):,} (by chance: about {findings.chance:.0f})"),
+        ("possible label errors", f"{len(findings.rows):,}, {findings.training_flags:,} of them training images "
+                                  f"(by chance: {_chance(findings)})"),
     ]  # fmt: skip
     return rows
 

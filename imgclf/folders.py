@@ -24,15 +24,21 @@ def is_junk(name):
     return name.startswith(".") or name.lower() in JUNK_NAMES
 
 
-def list_files(folder, left_out=()):
+def list_files(folder, left_out=None):
     """All non-junk files below `folder`, recursively, following links, sorted by path.
 
-    `left_out`: folders (any spelling of their path) not to walk into.
+    `left_out(path)`: for each sub-folder, why not to walk into it (then printed), or None to walk in.
     """
     found = []
-    left_out = {os.path.realpath(path) for path in left_out}
     for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not is_junk(d) and os.path.realpath(os.path.join(root, d)) not in left_out)
+        kept = []
+        for name in sorted(d for d in dirs if not is_junk(d)):
+            why = left_out(os.path.join(root, name)) if left_out else None
+            if why:
+                print(f"Left out {os.path.join(root, name)}: {why}.")
+            else:
+                kept.append(name)
+        dirs[:] = kept
         found.extend(os.path.join(root, name) for name in sorted(files) if not is_junk(name))
     return found
 
@@ -40,11 +46,6 @@ def list_files(folder, left_out=()):
 def is_model_folder(folder):
     """True for a folder that train_cnn.py wrote (model.h5 and metadata.json): its pictures are reports."""
     return os.path.isfile(os.path.join(folder, "metadata.json")) and os.path.isfile(os.path.join(folder, "model.h5"))
-
-
-def model_folders(folder):
-    """The model folders below `folder` (itself included)."""
-    return [root for root, _, _ in os.walk(folder, followlinks=True) if is_model_folder(root)]
 
 
 def _comparable(name):
@@ -132,19 +133,22 @@ def list_inputs(inputs, outputs=()):
     """The files to label: folders are searched recursively, files are taken as given.
 
     The search never enters `outputs` (the folders this run writes pictures into: --sort-into, --explain)
-    nor a model folder (its plots are not pictures to label); it says which it left out.
+    nor a model folder (its plots are not pictures to label), and says which it left out.
     """
+    outputs = {os.path.realpath(path) for path in outputs if path}
+
+    def left_out(folder):
+        if os.path.realpath(folder) in outputs:
+            return "an output folder"
+        return "a model folder" if is_model_folder(folder) else None
+
     paths = []
     for item in inputs:
         if not os.path.lexists(item):  # `Dataset/predict` is the Predict folder too.
             parent, name = os.path.split(os.path.normpath(item))
             item = find_folder(parent or ".", [name]) or item
         if os.path.isdir(item):
-            models = [folder for folder in model_folders(item) if os.path.realpath(folder) != os.path.realpath(item)]
-            inside = [path for path in outputs if path and _is_below(path, item)] + models
-            for folder in inside:
-                print(f"Left out {folder}: {'a model folder' if is_model_folder(folder) else 'an output folder'}.")
-            paths.extend(list_files(item, inside))
+            paths.extend(list_files(item, left_out))
         elif os.path.lexists(item):
             paths.append(item)
         else:
@@ -167,9 +171,3 @@ def check_writable_folder(folder, flag):
         os.remove(probe)
     except OSError as error:
         raise UsageError(f"{flag} {folder}: cannot write there ({error.strerror}). Choose a writable folder.") from None
-
-
-def _is_below(path, folder):
-    """True when `path` is `folder` or lies inside it (links resolved)."""
-    path, folder = os.path.realpath(path), os.path.realpath(folder)
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)

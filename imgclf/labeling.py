@@ -33,8 +33,8 @@ def load_for_prediction(config):
         return model, artifacts.metadata_for(model, classes, model_file, config.resize or "nearest"), model_file
     if config.weights:
         raise UsageError(f"--weights is only for Keras 2 architecture files (.json); {model_file} holds its weights.")
-    artifacts.stored_config(model_file)  # Anything but a model file is refused here, in one line.
     if not artifacts.has_metadata(model_file):
+        artifacts.stored_config(model_file)  # Anything but a model file is refused first, in one line.
         # A Keras 3 model file on its own: --classes says what its outputs are, the file says the rest.
         if not config.classes:
             raise UsageError(

@@ -93,6 +93,11 @@ EPOCHS = 14
 HEAD_MIN_STEPS = 300
 
 
+def is_pretrained(name):
+    """True for an architecture that starts from ImageNet weights (a frozen backbone and a head)."""
+    return name in backbones.PRETRAINED
+
+
 def default_epochs(name, steps_per_epoch):
     """Epochs when --epochs is not given: 14, and for a pretrained network at least HEAD_MIN_STEPS steps."""
     if name in backbones.PRETRAINED:

@@ -30,12 +30,14 @@ class Findings:
     """The flagged images and what chance alone would give.
 
     rows: (file index, suggested class, probability of its label, probability of the suggested class, judged_by),
-        the least likely label first.
-    chance: flags expected among the training images if every label were right: the rate of such confident
-        mistakes on the validation images (`mistakes` of `validation_images`) times the training images.
+        the least likely label first; `training_flags` of them are training images.
+    chance: flags expected among the training images if every label were right: the rate at which the training
+        images' rule flags validation images (`mistakes` of `validation_images`, where no judge learned the
+        label), times the training images. An upper bound: a label error in validation counts there too.
     """
 
     rows: list
+    training_flags: int
     chance: float
     mistakes: int
     validation_images: int
@@ -59,28 +61,36 @@ def find(labels, train, held, train_probabilities, features=None):
     if features is not None:
         held_features = np.concatenate([features[indices] for indices, _ in held.values()])
         oof, held_mean = out_of_fold(features[train], labels[train], train_probabilities.shape[1], held_features)
-        own = _own(oof, labels[train])
         endorsed = _own(train_probabilities, labels[train]) >= ENDORSED
-        rows += _flags(train, oof, labels, (own <= SUSPECT_PROBABILITY) & ~endorsed, f"out of fold ({FOLDS} folds)")
-        start = 0
+        rows += _flags(train, oof, labels, (_own(oof, labels[train]) <= SUSPECT_PROBABILITY) & ~endorsed,
+                       f"out of fold ({FOLDS} folds)")  # fmt: skip
+        start, second = 0, {}
         for role, (indices, _) in held.items():
-            second = held_mean[start : start + len(indices)]
+            second[role] = _own(held_mean[start : start + len(indices)], labels[indices])
             start += len(indices)
-            both = (_own(saved[role], labels[indices]) <= SUSPECT_PROBABILITY) & (
-                _own(second, labels[indices]) <= SUSPECT_PROBABILITY
-            )
+            both = (_own(saved[role], labels[indices]) <= SUSPECT_PROBABILITY) & (second[role] <= SUSPECT_PROBABILITY)
             rows += _flags(indices, saved[role], labels, both, "the trained model and the fold classifiers (held out)")
+        # The training images' rule, applied where no judge learned the labels: what chance gives at this accuracy.
+        mistakes = (second["validation"] <= SUSPECT_PROBABILITY) & (
+            _own(saved["validation"], labels[validation_indices]) < ENDORSED
+        )
     else:
         seen = _calibrated(train_probabilities, temperature)
-        rows += _flags(
-            train, seen, labels, _own(seen, labels[train]) <= SUSPECT_PROBABILITY, "the trained model (seen)"
-        )
+        rows += _flags(train, seen, labels, _own(seen, labels[train]) <= SUSPECT_PROBABILITY,
+                       "the trained model (seen)")  # fmt: skip
         for role, (indices, _) in held.items():
             alone = _own(saved[role], labels[indices]) <= SUSPECT_PROBABILITY
             rows += _flags(indices, saved[role], labels, alone, "the trained model (held out)")
-    mistakes = sum(1 for row in rows if row[0] in set(validation_indices.tolist()))
-    chance = len(train) * mistakes / max(1, len(validation_indices))
-    return Findings(sorted(rows, key=lambda row: row[2]), chance, mistakes, len(validation_indices), len(train))
+        mistakes = _own(saved["validation"], labels[validation_indices]) <= SUSPECT_PROBABILITY
+    training = set(train.tolist())
+    return Findings(
+        rows=sorted(rows, key=lambda row: row[2]),
+        training_flags=sum(1 for row in rows if row[0] in training),
+        chance=len(train) * int(mistakes.sum()) / max(1, len(validation_indices)),
+        mistakes=int(mistakes.sum()),
+        validation_images=len(validation_indices),
+        training_images=len(train),
+    )
 
 
 def _own(probabilities, labels):
@@ -115,8 +125,8 @@ def fit_temperature(logits, labels):
 
 
 def out_of_fold(features, labels, num_classes, held_features, folds=FOLDS, steps=200, seed=0):
-    """(calibrated out-of-fold probabilities of the training images, the fold classifiers' calibrated mean
-    probabilities of `held_features`).
+    """(calibrated out-of-fold probabilities of the training images, calibrated probabilities of `held_features`
+    from the fold classifiers' mean logits).
 
     The images are dealt into `folds`; for each L2 strength, classifier k (softmax
     regression on the standardized features, class-balanced) trains on every fold but k

@@ -16,7 +16,6 @@ import numpy as np
 import PIL
 import tensorflow as tf
 
-from config import DEFAULT_ARCH, PRETRAINED
 from imgclf import artifacts, data, devices, diagnosis, distribute, export, folders, metrics, models, outputs, report
 from imgclf import images as image_io
 from imgclf.cli import UsageError
@@ -30,8 +29,7 @@ LOGS = "logs"
 # model's copy removed when this run wrote none, so a folder never mixes two runs.
 REPORT_FILES = [
     SKIPPED_FILE, SUMMARY_FILE, SPLITS_FILE, LOGS, "history.csv", "report.txt", "training_curves.png",
-    "confusion_matrix.png", "roc_curve.png", "pr_curve.png", diagnosis.DUPLICATES_FILE, diagnosis.TOP_LOSSES_FILE,
-    diagnosis.SUSPECT_LABELS_FILE, diagnosis.REPORT_PAGE,
+    "confusion_matrix.png", "roc_curve.png", "pr_curve.png", *diagnosis.REPORT_FILES,
 ]  # fmt: skip
 PLACEMENT = ("strategy", "workers", "worker_index")
 
@@ -223,8 +221,10 @@ def library_versions():
 
 
 def resolve_config(config):
-    """Fills in the architecture and image size: given, the architecture's own, or with --init-from the earlier
-    model's (which a differing --arch or --image-size cannot change: one rule for both)."""
+    """Fills in the architecture and image size: as given, the architecture's own, or with --init-from the
+    earlier model's (which a differing --arch or --image-size cannot change: one rule for both)."""
+    if config.backbone_weights:  # Absolute, so that --resume finds it from any folder.
+        config = dataclasses.replace(config, backbone_weights=os.path.abspath(config.backbone_weights))
     if config.init_from:
         model_file = os.path.join(config.init_from, artifacts.MODEL_FILE)
         if not os.path.isfile(model_file):
@@ -232,19 +232,28 @@ def resolve_config(config):
         earlier = artifacts.read_metadata(model_file)
         # A converted Keras 2 model has no registered architecture; it keeps --arch's training rules.
         registered = earlier["architecture"] in models.ARCHITECTURES
-        arch = earlier["architecture"] if registered else config.arch or DEFAULT_ARCH
-        for flag, given, kept in (("--arch", config.arch, arch), ("--image-size", config.image_size, None)):
-            if given is not None and given != (kept or earlier["image_size"]):
-                raise UsageError(
-                    f"{flag} {given}: --init-from {config.init_from} continues its {earlier['architecture']} network "
-                    f"at {earlier['image_size']} px, so its architecture and image size are kept. Leave {flag} out, "
-                    "or train without --init-from."
-                )
+        arch = earlier["architecture"] if registered else config.arch or config.DEFAULT_ARCH
+        clashes = [
+            (flag, given)
+            for flag, given, kept in (
+                ("--arch", config.arch, arch),
+                ("--image-size", config.image_size, earlier["image_size"]),
+                ("--backbone-weights", config.backbone_weights or None, None),
+            )
+            if given is not None and given != kept
+        ]
+        if clashes:
+            flag, given = clashes[0]
+            raise UsageError(
+                f"{flag} {given}: --init-from {config.init_from} continues its {earlier['architecture']} network at "
+                f"{earlier['image_size']} px with its own weights, so its architecture and image size are kept. "
+                f"Leave {flag} out, or train without --init-from."
+            )
         return dataclasses.replace(config, arch=arch, image_size=earlier["image_size"])
-    config = dataclasses.replace(config, arch=config.arch or DEFAULT_ARCH)
+    config = dataclasses.replace(config, arch=config.arch or config.DEFAULT_ARCH)
     if config.image_size is None:
         config = dataclasses.replace(config, image_size=models.NATIVE_IMAGE_SIZE[config.arch])
-    if config.backbone_weights and config.arch not in PRETRAINED:
+    if config.backbone_weights and not models.is_pretrained(config.arch):
         raise UsageError(
             f"--backbone-weights: --arch {config.arch} is trained from scratch and has no pretrained weights. Leave "
             "--backbone-weights out, or choose a pretrained --arch."

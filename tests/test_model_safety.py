@@ -114,3 +114,15 @@ def test_too_few_class_names_says_how_many_in_good_grammar():
     model = models.build_model("simple", 32, 2)
     with pytest.raises(UsageError, match=r"--classes: the model has 2 classes, 1 name was given\. Name each class"):
         artifacts.metadata_for(model, ["cats"], "old.h5")
+
+
+def test_a_changed_model_file_beside_its_metadata_says_modified_not_invalid(tmp_path):
+    import config
+    from imgclf import labeling
+
+    artifacts.save_model(models.build_model("simple", 32, 2), str(tmp_path), {"class_names": ["a", "b"],
+                                                                             "image_size": 32})  # fmt: skip
+    path = tmp_path / "model.h5"
+    path.write_bytes(path.read_bytes()[:1000])  # damaged after training
+    with pytest.raises(UsageError, match=r"modified since training"):
+        labeling.load_for_prediction(config.PredictConfig(model=str(path)))

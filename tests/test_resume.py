@@ -167,3 +167,27 @@ def test_commit_moves_a_runs_files_and_removes_an_earlier_models_reports(tmp_pat
     assert not (model_dir / "model.onnx").exists() and not (model_dir / "saved_model").exists()  # the old exports
     assert (model_dir / "notes.txt").read_text() == "old"  # Not a report: the user's own file stays.
     assert os.listdir(staging) == []
+
+
+def test_ctrl_c_during_the_commit_waits_for_it_and_says_the_model_was_saved(tmp_path, monkeypatch):
+    from imgclf import artifacts
+
+    staging, model_dir = tmp_path / "m" / "checkpoints" / "staged", tmp_path / "m"
+    staging.mkdir(parents=True)
+    for name in ("model.h5", "metadata.json", "report.txt", ".tmp-123-report.html"):
+        (staging / name).write_text("new")
+    (model_dir / "metadata.json").write_text("old")
+    moved, replace = [], os.replace
+
+    def replace_then_ctrl_c(source, destination):
+        if not moved:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the renames
+        moved.append(os.path.basename(destination))
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", replace_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt, match=r"the new model and its reports were saved in .*m all the same"):
+        artifacts.commit(str(staging), str(model_dir), ["report.txt"])
+    assert moved == ["report.txt", "model.h5", "metadata.json"]  # all of them, metadata.json last
+    assert all((model_dir / name).read_text() == "new" for name in moved)
+    assert not (model_dir / ".tmp-123-report.html").exists()  # a killed write's leftover is not committed

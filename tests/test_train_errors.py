@@ -56,10 +56,19 @@ def _earlier_model_folder(tmp_path, architecture="compact", image_size=96):
     return str(folder)
 
 
-@pytest.mark.parametrize("changes", [{"arch": "simple"}, {"image_size": 64}, {"arch": "compact", "image_size": 64}])
-def test_init_from_refuses_another_architecture_or_size_alike(tmp_path, changes):
+@pytest.mark.parametrize(
+    "changes, flag",
+    [
+        ({"arch": "simple"}, "--arch simple"),
+        ({"image_size": 64}, "--image-size 64"),
+        ({"arch": "compact", "image_size": 64}, "--image-size 64"),
+        ({"backbone_weights": "w.h5"}, "--backbone-weights .*w.h5"),
+    ],
+)
+def test_init_from_refuses_another_architecture_or_size_alike(tmp_path, monkeypatch, changes, flag):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.h5").write_bytes(b"weights")
     earlier = _earlier_model_folder(tmp_path)
-    flag = "--arch simple" if changes.get("arch") == "simple" else "--image-size 64"
     with pytest.raises(UsageError, match=rf"^{flag}: --init-from .*earlier continues its compact network at 96 px"):
         train.resolve_config(_config(tmp_path, init_from=earlier, **changes))
 
