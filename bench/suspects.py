@@ -53,6 +53,9 @@ def run(name, cats, dogs, flips=0, seed=1337, extra=()):
         line = next(line for line in output.splitlines() if line.startswith("Possible label errors"))
         chance = line.split("chance alone gives ")[1].split(" flag(s)")[0]
         found = sum(1 for row in rows if os.path.basename(row["path"]) in flipped)
+        for row in rows:
+            if os.path.basename(row["path"]) not in flipped:  # to look at: a real oddity, or a false accusation?
+                print(f"  {name}: flagged {row['label']}/{os.path.basename(row['path'])} ({row['judged_by']})")
         return [
             name, f"{metadata['validation']['accuracy']:.3f}", len(rows), f"{found}/{flips}" if flips else "-",
             len(rows) - found, chance, f"{seconds:.0f}",

@@ -13,7 +13,9 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
+import time
 import zipfile
 
 from imgclf import outputs
@@ -28,6 +30,8 @@ MODEL_FILES_ARE = (
 )
 # A training run writes its model and reports here first; they reach the model folder together (`commit`).
 STAGING = os.path.join("checkpoints", "staged")
+LOCK_FILE = ".writer.lock"  # held by the one process writing a model folder (`one_writer`)
+DONE = " (done)"
 
 
 @contextlib.contextmanager
@@ -111,6 +115,51 @@ def commit(staging, model_dir, names):
         for name in written:
             os.replace(os.path.join(staging, name), os.path.join(model_dir, name))
         _fsync_folder(model_dir)
+
+
+@contextlib.contextmanager
+def one_writer(folder, flag):
+    """Holds `folder`'s writer lock meanwhile, so that two runs never write one model folder at once.
+
+    The lock is the operating system's (flock) on a small file that names its holder: a second
+    writer stops with one line naming the first; a process that was killed holds nothing any
+    more, and the next one takes over with a note.
+    """
+    import fcntl
+
+    handle = open(os.path.join(folder, LOCK_FILE), "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(
+                f"{flag} {folder}: {_holder(handle) or 'another process'} is writing there now. Wait for it to "
+                f"finish, or pass another {flag}."
+            ) from None
+        earlier = _holder(handle)
+        if earlier and not earlier.endswith(DONE):
+            print(f"Note: {folder} was left by {earlier}, which was killed before it finished; taking it over.")
+        holder = f"process {os.getpid()} ({os.path.basename(sys.argv[0])}, since {time.strftime('%Y-%m-%d %H:%M:%S')})"
+        _name_holder(handle, holder)
+        try:
+            yield
+        finally:  # Any end Python sees (done, an error, Ctrl-C); only a killed process leaves no mark.
+            if not handle.closed and os.path.exists(handle.name):
+                _name_holder(handle, holder + DONE)
+    finally:
+        handle.close()  # also releases the lock
+
+
+def _holder(handle):
+    handle.seek(0)
+    return handle.read().strip()
+
+
+def _name_holder(handle, text):
+    handle.seek(0)
+    handle.truncate()
+    handle.write(text + "\n")
+    handle.flush()
 
 
 def sha256(path):

@@ -297,10 +297,10 @@ def _suspects_note(findings, accuracy):
     return (
         f"{len(findings.rows)} image(s) whose label gets at most {suspects.SUSPECT_PROBABILITY:.0%} calibrated "
         f"probability, {findings.training_flags} of them training images. By chance: at this model's validation "
-        f"accuracy ({accuracy:.1%}) the same rule flags {findings.mistakes} of {findings.validation_images} "
-        f"validation images, so chance alone gives {_chance(findings)} flag(s) among the training images even if "
-        "every label is right (at most: a label error among the validation images counts there too); many more "
-        "than that point at real label errors."
+        f"accuracy ({accuracy:.1%}) {findings.mistakes} of {findings.validation_images} validation images got "
+        f"such a confident mistake, so chance alone gives {_chance(findings)} flag(s) among the training images "
+        "even if every label is right (an estimate: a label error among the validation images counts there too); "
+        "many more than that point at real label errors."
     )
 
 

@@ -1,5 +1,6 @@
 """Labelling files with a trained model: CSV, evaluation against class folders, sorting copies."""
 
+import contextlib
 import csv
 import filecmp
 import io
@@ -58,7 +59,8 @@ def load_for_prediction(config):
 def convert(model, metadata, model_file, folder):
     """Writes `model` in today's format (model.h5, model.weights.h5, metadata.json) into `folder`."""
     folders.check_writable_folder(folder, "--convert")
-    artifacts.save_model(model, folder, {**metadata, "converted_from": os.path.abspath(model_file)})
+    with artifacts.one_writer(folder, "--convert"):
+        artifacts.save_model(model, folder, {**metadata, "converted_from": os.path.abspath(model_file)})
     print(f"Converted {model_file} into {folder}/. Use it with: python predict.py --model-dir {folder}")
     return 0
 
@@ -145,17 +147,21 @@ def _model_file(config):
 def _convert_or_export(config):
     if runtimes.is_exported(_model_file(config)):
         raise UsageError(f"--convert and --export need the Keras model (model.h5), not {_model_file(config)}.")
-    model, metadata, model_file = load_for_prediction(config)
     if config.convert:
-        return convert(model, metadata, model_file, config.convert)
-    if legacy.is_legacy_file(model_file) or not artifacts.has_metadata(model_file):
-        raise UsageError(
-            f"--export: {model_file} has no metadata.json of its own. Convert it first "
-            "(--convert FOLDER), then export the converted model (--model-dir FOLDER --export ...)."
-        )
-    from imgclf import export
+        return convert(*load_for_prediction(config), config.convert)
+    folder = os.path.dirname(os.path.abspath(_model_file(config)))
+    if os.path.isdir(folder):  # else load_for_prediction says what is missing
+        folders.check_writable_folder(folder, "--export")
+    with artifacts.one_writer(folder, "--model-dir") if os.path.isdir(folder) else contextlib.nullcontext():
+        model, metadata, model_file = load_for_prediction(config)  # under the lock: no training commits meanwhile
+        if legacy.is_legacy_file(model_file) or not artifacts.has_metadata(model_file):
+            raise UsageError(
+                f"--export: {model_file} has no metadata.json of its own. Convert it first "
+                "(--convert FOLDER), then export the converted model (--model-dir FOLDER --export ...)."
+            )
+        from imgclf import export
 
-    return export.export(model, metadata, model_file, config.export, config.calibration)
+        return export.export(model, metadata, model_file, config.export, config.calibration)
 
 
 def _runner(config):

@@ -278,6 +278,12 @@ def train(config):
     check_threshold_flags(config, split.class_names)
     made_model_dir = not os.path.isdir(config.model_dir)
     folders.check_writable_folder(config.model_dir, "--model-dir")
+    with artifacts.one_writer(config.model_dir, "--model-dir"):  # A second run into this folder is refused.
+        return _train(config, strategy, split, started, made_model_dir)
+
+
+def _train(config, strategy, split, started, made_model_dir):
+    """Decodes, fits, evaluates and reports, then commits the model and its reports to --model-dir."""
     start_checkpoints(config)  # Only once the data is known to be there: never lose a resumable run to a typo.
     num_classes = len(split.class_names)
     policy, why = devices.precision_choice(config.mixed_precision)
@@ -338,8 +344,8 @@ def train(config):
         # A fresh run that stopped on bad data, or failed before its first epoch, has nothing to resume.
         if not config.resume and (isinstance(error, UsageError) or not resumable):
             shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
-            if made_model_dir and not os.listdir(config.model_dir):
-                os.rmdir(config.model_dir)
+            if made_model_dir and set(os.listdir(config.model_dir)) <= {artifacts.LOCK_FILE}:
+                shutil.rmtree(config.model_dir)
         raise
     finally:
         devices.set_policy("float32")

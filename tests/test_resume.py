@@ -106,11 +106,12 @@ def test_a_failing_fresh_run_keeps_an_interrupted_runs_state(tmp_path):
 
 
 def _folder_contents(folder):
-    """{relative path: bytes} of every file in `folder`, its interrupted-run state (checkpoints/) left out."""
+    """{relative path: bytes} of every file in `folder`, but an interrupted run's state (checkpoints/) and the
+    writer lock."""
     return {
         str(path.relative_to(folder)): path.read_bytes()
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.relative_to(folder).parts[0] != "checkpoints"
+        if path.is_file() and path.relative_to(folder).parts[0] not in ("checkpoints", ".writer.lock")
     }
 
 
@@ -191,3 +192,31 @@ def test_ctrl_c_during_the_commit_waits_for_it_and_says_the_model_was_saved(tmp_
     assert moved == ["report.txt", "model.h5", "metadata.json"]  # all of them, metadata.json last
     assert all((model_dir / name).read_text() == "new" for name in moved)
     assert not (model_dir / ".tmp-123-report.html").exists()  # a killed write's leftover is not committed
+
+
+@pytest.mark.slow
+def test_one_writer_per_model_folder_and_a_killed_writer_is_taken_over(tmp_path):
+    data_dir, model_dir = tmp_path / "Dataset", tmp_path / "models"
+    write_class_tree(data_dir / "Training_Set", ["cats", "dogs"], per_class=12)
+    command = [sys.executable, str(ROOT / "train_cnn.py"), "--data-dir", str(data_dir), "--model-dir",
+               str(model_dir), "--arch", "compact", "--image-size", "32", "--patience", "100"]  # fmt: skip
+    first = subprocess.Popen([*command, "--epochs", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial = model_dir / "checkpoints" / "history.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 2):
+        time.sleep(0.2)
+    second = subprocess.run([*command, "--epochs", "1"], capture_output=True, text=True)
+    assert second.returncode == 2
+    (line,) = second.stderr.strip().splitlines()
+    assert f"process {first.pid} (train_cnn.py, since " in line and "is writing there now" in line, line
+    export = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--model-dir", str(model_dir), "--export",
+                             "onnx"], capture_output=True, text=True)  # fmt: skip
+    assert export.returncode == 2 and "is writing there now" in export.stderr
+
+    first.kill()  # kill -9: no chance to say it is done
+    first.wait(timeout=30)
+    third = subprocess.run([*command, "--epochs", "1"], capture_output=True, text=True)
+    assert third.returncode == 0, third.stderr
+    assert f"was left by process {first.pid} (train_cnn.py" in third.stdout and "taking it over" in third.stdout
+    fourth = subprocess.run([*command, "--epochs", "1"], capture_output=True, text=True)
+    assert fourth.returncode == 0 and "taking it over" not in fourth.stdout  # the third one finished properly
