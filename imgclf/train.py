@@ -2,7 +2,6 @@
 
 import csv
 import dataclasses
-import io
 import json
 import os
 import platform
@@ -16,181 +15,19 @@ import numpy as np
 import PIL
 import tensorflow as tf
 
-from imgclf import artifacts, data, devices, diagnosis, distribute, export, folders, metrics, models, outputs, report
-from imgclf import images as image_io
+from imgclf import artifacts, data, devices, diagnosis, distribute, evaluation, export, folders, models, outputs, splits
 from imgclf.cli import UsageError
 
-SKIPPED_FILE = "skipped_files.txt"
 CHECKPOINTS = "checkpoints"
 SUMMARY_FILE = "summary.txt"
-SPLITS_FILE = "splits.csv"
 LOGS = "logs"
 # Every report a training run writes beside its model: committed together with the model, and an earlier
 # model's copy removed when this run wrote none, so a folder never mixes two runs.
 REPORT_FILES = [
-    SKIPPED_FILE, SUMMARY_FILE, SPLITS_FILE, LOGS, "history.csv", "report.txt", "training_curves.png",
+    splits.SKIPPED_FILE, SUMMARY_FILE, splits.SPLITS_FILE, LOGS, "history.csv", "report.txt", "training_curves.png",
     "confusion_matrix.png", "roc_curve.png", "pr_curve.png", *diagnosis.REPORT_FILES,
 ]  # fmt: skip
 PLACEMENT = ("strategy", "workers", "worker_index")
-
-
-@dataclasses.dataclass
-class Split:
-    """The scanned data: every file once, its label, and which indices train, which choose (the best
-    epoch, the threshold) and which score the model once at the end (none without a test set)."""
-
-    paths: list
-    labels: np.ndarray
-    class_names: list
-    train: np.ndarray
-    validation: np.ndarray
-    validation_source: str
-    test: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
-    test_source: str = ""
-    drawn: tuple = ()  # the roles ("validation", "test") drawn at random from Training_Set
-
-    def parts(self):
-        """{index: "training" | "validation" | "test"} of every file in the split."""
-        part = {}
-        for name, indices in (("training", self.train), ("validation", self.validation), ("test", self.test)):
-            part.update(dict.fromkeys(indices.tolist(), name))
-        return part
-
-
-def scan(config):
-    """Finds the classes and files and decides which images train, which validate and which test.
-
-    Validation: `Validation_Set/` when there is one, else a stratified `--validation-split`
-    of Training_Set. Test: `Test_Set/`, else a stratified `--test-split` of Training_Set
-    (none by default). A Test_Set never chooses anything: it is scored once, at the end.
-    The folders' names are matched loosely (`training_set`, `Test Set`, `val`); a folder
-    with no images in it counts as absent.
-    """
-    training_dir = folders.find_folder(config.data_dir, folders.TRAINING_NAMES)
-    if training_dir is None:
-        raise UsageError(
-            f"{os.path.abspath(os.path.join(config.data_dir, 'Training_Set'))}: folder not found. Pass --data-dir "
-            "with the folder that holds Training_Set/<class>/ (see Dataset/README.md), or put one sub-folder of "
-            "images per class there; in the repository, `make demo` trains on a generated demo set."
-        )
-    paths, labels, class_names = folders.scan_class_folders(training_dir)
-    train = np.arange(len(paths))
-    given, sources = {}, {}
-    for role, names in (("validation", folders.VALIDATION_NAMES), ("test", folders.TEST_NAMES)):
-        folder = folders.find_folder(config.data_dir, names)
-        if folder is not None and not folders.holds_files(folder):
-            print(f"{folder} holds no images, so it is left out.")
-        elif folder is not None:
-            role_paths, role_labels, _ = folders.scan_class_folders(folder, classes=class_names)
-            given[role] = np.arange(len(paths), len(paths) + len(role_paths))
-            sources[role] = os.path.basename(folder)
-            paths, labels = paths + role_paths, labels + role_labels
-    labels = np.array(labels)
-    training_name = os.path.basename(training_dir)
-    test = given.get("test")
-    if test is None and config.test_split:
-        kept, held = data.stratified_split(labels[train], config.test_split, config.seed, "--test-split")
-        train, test = train[kept], train[held]
-        sources["test"] = f"{config.test_split:g} of {training_name}"
-    validation = given.get("validation")
-    if validation is None:
-        kept, held = data.stratified_split(labels[train], config.validation_split, config.seed)
-        train, validation = train[kept], train[held]
-        remaining = " (after the test share)" if "test" in sources and "test" not in given else ""
-        sources["validation"] = f"{config.validation_split:g} of {training_name}{remaining}"
-    empty = np.zeros(0, np.int64)
-    drawn = tuple(role for role in ("validation", "test") if role in sources and role not in given)
-    return Split(
-        paths, labels, class_names, train, validation, sources["validation"],
-        empty if test is None else test, sources.get("test", ""), drawn,
-    )  # fmt: skip
-
-
-def drop_unreadable(split, errors, model_dir, strict=False):
-    """Removes unreadable files from the split and lists them in skipped_files.txt (with --strict: fails)."""
-    bad = {index for index, _ in errors}
-    lines = [f"{split.paths[index]}\t{reason}" for index, reason in errors]
-    if errors and strict:  # Listed here only: the folder keeps describing the model it holds.
-        print(f"Unreadable files ({len(errors)}):\n" + "".join(f"  {line.replace(chr(9), ': ')}\n" for line in lines))
-        first_path, first_reason = lines[0].split("\t", 1)
-        raise UsageError(
-            f"{first_path}: {first_reason} ({len(errors)} unreadable file(s) in all). Fix or remove them, or train "
-            "without --strict to skip them."
-        )
-    artifacts.write_text(artifacts.staged(model_dir, SKIPPED_FILE), "".join(line + "\n" for line in lines))
-    train = np.array([i for i in split.train if i not in bad], np.int64)
-    validation = np.array([i for i in split.validation if i not in bad], np.int64)
-    test = np.array([i for i in split.test if i not in bad], np.int64)
-    if errors:
-        print(
-            f"Skipped {len(errors)} unreadable file(s), listed in {os.path.join(model_dir, SKIPPED_FILE)}; "
-            f"{len(train)} training, {len(validation)} validation and {len(test)} test images remain:"
-        )
-        for line in lines[:5]:
-            print("  " + line.replace("\t", ": "))
-    for name, indices in (("Training", train), ("Validation", validation), ("Test", test)):
-        if name == "Test" and not len(split.test):
-            continue
-        present = set(split.labels[indices].tolist())
-        for label, class_name in enumerate(split.class_names):
-            if label not in present:
-                raise UsageError(f"{name} images of class '{class_name}': none could be read. Add readable images.")
-    return dataclasses.replace(split, train=train, validation=validation, test=test)
-
-
-def check_copies(split, decoded, config):
-    """Finds the duplicate images and writes duplicates.csv; returns (split, copies as `diagnosis.Copy`s).
-
-    A copy of a training image that a random split put among the validation or test
-    images moves into training (a random split must not separate copies); copies in
-    folders the user made are reported, and with --strict a test image that is a copy
-    of a training image stops the run (exit 2).
-    """
-    pairs = diagnosis.find_copies(decoded.thumbnails, split.paths, [index for index, _ in decoded.errors])
-    copies = diagnosis.oriented(pairs, split.parts())
-    moved = {role: diagnosis.leaked(copies, split.parts(), role) for role in split.drawn}
-    while any(moved.values()):  # Until no copy straddles: a moved image may have copies of its own.
-        for role, indices in moved.items():
-            if indices:
-                print(f"Moved {len(indices)} {role} image(s) into training: copies of training images.")
-        everything = np.concatenate(list(moved.values())).astype(np.int64)
-        split = dataclasses.replace(
-            split,
-            train=np.union1d(split.train, everything),
-            validation=np.setdiff1d(split.validation, everything),
-            test=np.setdiff1d(split.test, everything),
-        )
-        copies = diagnosis.oriented(pairs, split.parts())
-        moved = {role: diagnosis.leaked(copies, split.parts(), role) for role in split.drawn}
-    diagnosis.write_copies(copies, split.paths, split.parts(), artifacts.staged(config.model_dir))
-    sources = {"validation": split.validation_source, "test": split.test_source}
-    diagnosis.check_leaks(copies, split.paths, split.parts(), sources, config.model_dir, config.strict)
-    return split, copies
-
-
-def color_mode_of(split):
-    """ "grayscale" when every training image is stored with one channel (X-rays, scans), else "rgb".
-
-    A grayscale model's metadata.json says so, and predict.py then reduces colour
-    photos to grey before labeling them, as the model only ever saw grey.
-    """
-    if all(image_io.is_grayscale(split.paths[i]) for i in split.train):
-        print("Every training image is grayscale: colour photos given to this model are labeled in grey.")
-        return "grayscale"
-    return "rgb"
-
-
-def write_splits(split, errors, model_dir):
-    """Writes splits.csv: every file, its class and its part (training, validation, test, or skipped)."""
-    part = split.parts()
-    part.update(dict.fromkeys((index for index, _ in errors), "skipped (unreadable)"))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "class", "split"])
-    writer.writerows(
-        [path, split.class_names[label], part[i]] for i, (path, label) in enumerate(zip(split.paths, split.labels))
-    )
-    artifacts.write_text(artifacts.staged(model_dir, SPLITS_FILE), buffer.getvalue())
 
 
 def compile_model(model, num_classes, learning_rate, total_steps, warmup_steps, jit="auto"):
@@ -274,8 +111,8 @@ def train(config):
     started = time.time()
     keras.utils.set_random_seed(config.seed)
 
-    split = scan(config)  # Before --model-dir is made: a wrong folder layout leaves nothing behind.
-    check_threshold_flags(config, split.class_names)
+    split = splits.scan(config)  # Before --model-dir is made: a wrong folder layout leaves nothing behind.
+    evaluation.check_threshold_flags(config, split.class_names)
     made_model_dir = not os.path.isdir(config.model_dir)
     folders.check_writable_folder(config.model_dir, "--model-dir")
     with artifacts.one_writer(config.model_dir, "--model-dir"):  # A second run into this folder is refused.
@@ -295,7 +132,7 @@ def _train(config, strategy, split, started, made_model_dir):
         f"{len(split.train)} training and {len(split.validation)} validation files ({split.validation_source})"
         + (f", {len(split.test)} test files ({split.test_source}), scored once at the end." if len(split.test) else ".")
     )
-    color_mode = color_mode_of(split)
+    color_mode = splits.color_mode_of(split)
     class_weights = outputs.class_weights(split.labels[split.train], num_classes, config.class_weight)
     print(describe_class_weights(class_weights, split, config.class_weight))
     cache_file = os.path.join(config.model_dir, ".decoded-images.npy")
@@ -320,11 +157,11 @@ def _train(config, strategy, split, started, made_model_dir):
             f"({len(split.paths) / max(decoded.seconds, 1e-9):.0f} images/s); cached {inputs.nbytes / 2**20:.0f} MB "
             f"of {what}."
         )
-        split = drop_unreadable(split, errors, config.model_dir, config.strict)
+        split = splits.drop_unreadable(split, errors, config.model_dir, config.strict)
         checked = time.time()
-        split, copies = check_copies(split, decoded, config)
+        split, copies = splits.check_copies(split, decoded, config)
         copies_seconds = time.time() - checked
-        write_splits(split, errors, config.model_dir)
+        splits.write_splits(split, errors, config.model_dir)
         labels = outputs.encode_labels(split.labels, num_classes)
         sample_weights = None if class_weights is None else class_weights[split.labels]
         history = _fit(config, strategy, trainee, split, inputs, labels, parts is None, sample_weights)
@@ -337,8 +174,8 @@ def _train(config, strategy, split, started, made_model_dir):
         # Evaluate as predict.py will label, so the report matches what users get (the head on the
         # backbone's features computes exactly what the whole network does).
         trainee = models.backbone_and_head(model)[1] if parts else model
-        evaluation = _evaluate(devices.inference_model(trainee), config, split, inputs, labels, history)
-        threshold, how, figures = evaluation["threshold"], evaluation["how"], evaluation["figures"]
+        scored = evaluation.evaluate(devices.inference_model(trainee), config, split, inputs, labels, history)
+        threshold, how, figures = scored["threshold"], scored["how"], scored["figures"]
     except Exception as error:
         resumable = os.path.isdir(os.path.join(config.model_dir, CHECKPOINTS, "backup"))
         # A fresh run that stopped on bad data, or failed before its first epoch, has nothing to resume.
@@ -386,14 +223,14 @@ def _train(config, strategy, split, started, made_model_dir):
         "versions": library_versions(),
     }
     reported = time.time()
-    diagnosis.write_training_report(model, trainee, config, split, decoded, copies, evaluation, metadata)
+    diagnosis.write_training_report(model, trainee, config, split, decoded, copies, scored, metadata)
     metadata["training"]["report_seconds"] = round(time.time() - reported, 2)
     artifacts.save_model(model, artifacts.staged(config.model_dir), metadata)
     # The earlier model's exports go too: they would label with a model that is no longer there.
     artifacts.commit(artifacts.staged(config.model_dir), config.model_dir, REPORT_FILES + list(export.FILES.values()))
     # The run is complete: its resume state and best-epoch weights are in model.h5 now.
     shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
-    _print_summary(metadata, config.model_dir)
+    evaluation.print_summary(metadata, config.model_dir)
     return 0
 
 
@@ -592,97 +429,6 @@ def _fit(config, strategy, model, split, images, labels, augment=True, sample_we
     return history
 
 
-def _evaluate(model, config, split, images, labels, history):
-    """Chooses the threshold on the validation images, then scores the test images once (when there are
-    any) at that threshold; writes report.txt, the confusion matrix and the ROC and PR curves of the
-    images that scored (the validation images when there is no test set).
-
-    Returns:
-        {"threshold", "how" (it was chosen), "figures": {role: accuracy and scores}, "scored": {role:
-        {"labels", "probabilities", "counts"}}}, for the roles "validation" and (with a test set) "test".
-    """
-    validation_labels, validation_probabilities = _probabilities(model, split, split.validation, images, labels, config)
-    threshold, how = choose_threshold(config, split.class_names, validation_labels, validation_probabilities)
-    roles = [("validation", split.validation_source, validation_labels, validation_probabilities)]
-    if len(split.test):
-        roles.append(("test", split.test_source, *_probabilities(model, split, split.test, images, labels, config)))
-    figures, sections, scored = {}, [], {}
-    for role, source, true_labels, probabilities in roles:
-        # The same labelling rule as predict.py, at the threshold saved with the model.
-        predicted, _ = outputs.label_rows(probabilities, threshold)
-        counts = report.confusion_matrix(true_labels, predicted, len(split.class_names))
-        scores = metrics.summary(true_labels, probabilities, counts)
-        accuracy = float(np.trace(counts) / counts.sum())
-        figures[role] = {"source": source, "images": int(counts.sum()), "accuracy": accuracy, **scores}
-        scored[role] = {"labels": true_labels, "probabilities": probabilities, "counts": counts}
-        threshold_line = f"threshold: {threshold:.4f} ({how})" if threshold is not None else None
-        sections.append(
-            f"== {role}: {source} ==\n" + report.text_report(counts, split.class_names, scores, threshold_line)
-        )
-    text = _provenance(split, threshold) + "\n" + "\n".join(reversed(sections))
-    staged = artifacts.staged(config.model_dir)
-    artifacts.write_text(os.path.join(staged, "report.txt"), text)
-    with artifacts.atomic_path(os.path.join(staged, "training_curves.png")) as temporary:
-        report.plot_history(history, temporary)
-    with (
-        artifacts.atomic_path(os.path.join(staged, "confusion_matrix.png")) as matrix,
-        artifacts.atomic_path(os.path.join(staged, "roc_curve.png")) as roc,
-        artifacts.atomic_path(os.path.join(staged, "pr_curve.png")) as pr,
-    ):
-        report.plot_confusion_matrix(counts, split.class_names, matrix)  # of the images that scored: the last role
-        report.plot_curves(true_labels, probabilities, split.class_names, threshold, roc, pr)
-    print(f"\nReport (also in {os.path.join(config.model_dir, 'report.txt')}):\n{text}")
-    return {"threshold": threshold, "how": how, "figures": figures, "scored": scored}
-
-
-def _probabilities(model, split, indices, images, labels, config):
-    """(true class indices, per-class probabilities) of the images at `indices`."""
-    batches = data.batches(images, labels, indices, config.batch_size)
-    return split.labels[indices], outputs.class_probabilities(model.predict(batches, verbose=0))
-
-
-def _provenance(split, threshold):
-    chose = "the best epoch" + (" and the threshold" if threshold is not None else "")
-    lines = [f"chosen on: {split.validation_source}, {len(split.validation)} images ({chose})"]
-    if len(split.test):
-        lines.append(f"scored on: {split.test_source}, {len(split.test)} images, once, after training")
-    else:
-        lines.append(
-            "scored on: the same validation images (no test set, so these figures are optimistic: add a "
-            "Test_Set/ or pass --test-split 0.2)"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def check_threshold_flags(config, class_names):
-    """Refuses --threshold and --target-recall where they cannot apply, before any training."""
-    if len(class_names) != 2 and (config.threshold != "auto" or config.target_recall):
-        flag = "--target-recall" if config.target_recall else "--threshold"
-        raise UsageError(
-            f"`{flag}` applies to two classes; there are {len(class_names)}, and the most probable is chosen. "
-            f"Leave {flag} out."
-        )
-    target = config.target()
-    if target and target[0] not in class_names:
-        raise UsageError(f"`--target-recall` names class '{target[0]}', which is not one of {', '.join(class_names)}.")
-
-
-def choose_threshold(config, class_names, true_labels, probabilities):
-    """(threshold, how it was chosen) for two classes from the validation probabilities; (None, "") for more."""
-    if len(class_names) != 2:
-        return None, ""
-    positive = probabilities[:, 1]
-    target = config.target()
-    if target:
-        name, recall = target
-        threshold = metrics.threshold_for_recall(true_labels, positive, class_names.index(name), recall)
-        return threshold, f"--target-recall: keeps the recall of '{name}' >= {recall:g} on the validation images"
-    if config.threshold != "auto":
-        return float(config.threshold), "--threshold"
-    threshold = metrics.best_balanced_threshold(true_labels == 1, positive)
-    return threshold, "--threshold auto: the best balanced accuracy on the validation images"
-
-
 def describe_class_weights(weights, split, mode):
     """The line that says which class weights training uses, and why."""
     counts = np.bincount(split.labels[split.train], minlength=len(split.class_names))
@@ -695,20 +441,3 @@ def describe_class_weights(weights, split, mode):
         f"Class weights: {listed} (inverse frequency: the largest class has {ratio:.1f}x the images of the "
         "smallest; --class-weight none turns them off)."
     )
-
-
-def _print_summary(metadata, model_dir):
-    validation = metadata["validation"]
-    training = metadata["training"]
-    test = metadata.get("test")
-    scored = (
-        f"Test accuracy {test['accuracy']:.4f} (balanced {test['balanced_accuracy']:.4f}) on {test['images']} "
-        f"images ({test['source']}, scored once); validation accuracy {validation['accuracy']:.4f}"
-        if test
-        else f"Validation accuracy {validation['accuracy']:.4f} (balanced {validation['balanced_accuracy']:.4f})"
-    )
-    print(
-        f"{scored} on {validation['images']} images ({validation['source']}); best epoch {training['best_epoch']} "
-        f"of {training['epochs_run']}; {training['seconds']:.0f} s in all."
-    )
-    print(f"Model written to {os.path.join(model_dir, artifacts.MODEL_FILE)} (+ weights, metadata, reports).")

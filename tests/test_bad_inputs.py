@@ -8,7 +8,7 @@ from conftest import class_image, write_class_tree
 from PIL import Image
 
 import config
-from imgclf import data, folders, images, labeling, train
+from imgclf import artifacts, data, folders, images, labeling, splits, train
 
 
 def _rgb(size=(30, 20)):
@@ -82,14 +82,15 @@ def test_training_counts_every_file_as_used_or_skipped(tmp_path):
     _messy_folder(data_dir / "Training_Set" / "dogs")
     before = {p: p.read_bytes() for p in (data_dir / "Training_Set" / "dogs").rglob("*") if p.is_file()}
     settings = config.TrainConfig(data_dir=str(data_dir), model_dir=str(tmp_path / "m"), image_size=16)
-    split = train.scan(train.resolve_config(settings))
+    split = splits.scan(train.resolve_config(settings))
     found = len(split.paths)
     # Readable + unreadable + nested + symlink; junk files are not candidates at all.
     assert found == 6 + len(READABLE) + len(UNREADABLE) + 2
     errors = data.decode_all(split.paths, 16, 2**30, None).errors
-    split = train.drop_unreadable(split, errors, str(tmp_path))
+    os.makedirs(artifacts.staged(str(tmp_path)))  # where a run writes its reports until they are committed
+    split = splits.drop_unreadable(split, errors, str(tmp_path))
     used = len(split.train) + len(split.validation)
-    skipped = (tmp_path / "skipped_files.txt").read_text().splitlines()
+    skipped = open(artifacts.staged(str(tmp_path), "skipped_files.txt")).read().splitlines()
     assert used + len(skipped) == found and len(skipped) == len(UNREADABLE)
     assert {line.split("\t")[0].rsplit("/", 1)[1] for line in skipped} == set(UNREADABLE)
     after = {p: p.read_bytes() for p in (data_dir / "Training_Set" / "dogs").rglob("*") if p.is_file()}

@@ -8,11 +8,11 @@ import pytest
 from conftest import run_script, write_class_tree
 
 import config
-from imgclf import train
+from imgclf import splits
 
 
 def _scan(data_dir, **settings):
-    return train.scan(config.TrainConfig(data_dir=str(data_dir), **settings))
+    return splits.scan(config.TrainConfig(data_dir=str(data_dir), **settings))
 
 
 def _from(split, indices, folder):
