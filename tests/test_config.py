@@ -57,8 +57,9 @@ def test_flags_override_defaults():
         (
             ["--arch", "vgg99"],
             (
-                "`--arch` must be one of efficientnet_lite0, mobilenet_v3_small, mobilenet_v3_large, "
-                "efficientnet_v2_b0, resnet50, vgg16, compact, simple. Received: vgg99"
+                "`--arch` must be one of efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, "
+                "mobilenet_v3_small, mobilenet_v3_large, efficientnet_v2_b0, resnet50, vgg16, compact, simple. "
+                "Received: vgg99"
             ),
         ),
         (["--seed", "-1"], "`--seed` must be at least 0. Received: -1"),
@@ -106,7 +107,7 @@ def test_help_lists_choices_ranges_exit_statuses_and_each_default_once(script):
     assert "exit status: 0" in text and " 2 usage error" in text
     if script == "train_cnn.py":
         assert (
-            "[--arch {efficientnet_lite0,mobilenet_v3_small," in text
+            "[--arch {efficientnet_lite0,efficientnet_lite1,efficientnet_lite2,mobilenet_v3_small," in text
             and "16 to 1024" in text
             and "(default: 0)" in text
         )
@@ -129,6 +130,7 @@ def test_bad_flag_values_are_answered_before_tensorflow_loads():
     result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["2", "False", "False"], result.stdout + result.stderr
     assert (
-        "`--arch` must be one of efficientnet_lite0, mobilenet_v3_small, mobilenet_v3_large, "
+        "`--arch` must be one of efficientnet_lite0, efficientnet_lite1, efficientnet_lite2, mobilenet_v3_small, "
+        "mobilenet_v3_large, "
         "efficientnet_v2_b0, resnet50, vgg16, compact, simple. Received: vgg99"
     ) in result.stderr
