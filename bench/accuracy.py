@@ -19,6 +19,8 @@ SETTINGS = {
     "default": [],  # What `python train_cnn.py` does with no flags: pretrained EfficientNet-Lite0.
     "20-per-class": [],
     "100-per-class": [],
+    "lite1": ["--arch", "efficientnet_lite1"],  # Larger offline backbones, frozen, at 240 and 260 px.
+    "lite2": ["--arch", "efficientnet_lite2"],
     "compact": ["--arch", "compact"],  # The earlier default, trained from scratch.
     "long": ["--arch", "compact", "--image-size", "128", "--epochs", "45"],  # From scratch, the longer setting.
 }
