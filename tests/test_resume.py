@@ -15,6 +15,24 @@ from conftest import ROOT, write_class_tree
 from imgclf import train
 
 
+def _start(args):
+    """Starts a training in the background as a terminal would: a shell that starts jobs in the background
+    (as CI may) leaves SIGINT ignored in them, and that is inherited; restored here, Ctrl-C reaches Python."""
+    return subprocess.Popen(
+        [str(arg) for arg in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+
+
+def _wait_for_epochs(model_dir, epochs, seconds=120):
+    """Waits until the run in `model_dir` has logged `epochs` complete epochs; returns its partial history."""
+    partial = model_dir / "checkpoints" / "history.csv"
+    deadline = time.time() + seconds
+    while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) > epochs):
+        time.sleep(0.2)
+    return partial
+
+
 @pytest.mark.slow
 def test_ctrl_c_then_resume_finishes_the_same_run(tmp_path):
     data_dir, model_dir = tmp_path / "Dataset", tmp_path / "models"
@@ -37,16 +55,8 @@ def test_ctrl_c_then_resume_finishes_the_same_run(tmp_path):
         "--arch",
         "compact",
     ]  # fmt: skip  (40 epochs: Ctrl-C lands long before the end, however fast the CPU)
-    # A shell that starts jobs in the background (as CI may) leaves SIGINT ignored in them, and an
-    # ignored SIGINT is inherited; restore what a terminal gives, so Ctrl-C reaches Python.
-    process = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
-    partial = model_dir / "checkpoints" / "history.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 3):
-        time.sleep(0.2)
+    process = _start(args)
+    partial = _wait_for_epochs(model_dir, 2)
     process.send_signal(signal.SIGINT)  # What Ctrl-C sends.
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
@@ -128,15 +138,8 @@ def test_ctrl_c_of_another_run_leaves_the_model_folder_describing_its_model(tmp_
     assert {"splits.csv", "summary.txt", "skipped_files.txt", "duplicates.csv", "metadata.json"} <= set(before)
     assert any(name.startswith("logs/") for name in before)
 
-    process = subprocess.Popen(
-        [*common, "--data-dir", second, "--arch", "compact", "--epochs", "40", "--patience", "100"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
-    partial = model_dir / "checkpoints" / "history.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 2):
-        time.sleep(0.2)
+    process = _start([*common, "--data-dir", second, "--arch", "compact", "--epochs", "40", "--patience", "100"])
+    _wait_for_epochs(model_dir, 1)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
@@ -200,11 +203,8 @@ def test_one_writer_per_model_folder_and_a_killed_writer_is_taken_over(tmp_path)
     write_class_tree(data_dir / "Training_Set", ["cats", "dogs"], per_class=12)
     command = [sys.executable, str(ROOT / "train_cnn.py"), "--data-dir", str(data_dir), "--model-dir",
                str(model_dir), "--arch", "compact", "--image-size", "32", "--patience", "100"]  # fmt: skip
-    first = subprocess.Popen([*command, "--epochs", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    partial = model_dir / "checkpoints" / "history.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 2):
-        time.sleep(0.2)
+    first = _start([*command, "--epochs", "200"])
+    _wait_for_epochs(model_dir, 1)
     second = subprocess.run([*command, "--epochs", "1"], capture_output=True, text=True)
     assert second.returncode == 2
     (line,) = second.stderr.strip().splitlines()
