@@ -26,6 +26,7 @@ PRETRAINED = [
     "vgg16",
 ]
 ARCHITECTURES = [*PRETRAINED, "compact", "simple"]
+RECIPES = ["auto", "features", "fine-tune", "scratch"]  # `imgclf/recipes/` runs them
 
 
 def setting(default, help, *, low=None, high=None, choices=None, nargs=None, kind=None, shown=None):
@@ -71,7 +72,21 @@ class TrainConfig(_Checked):
         "simple (the classic tutorial network)",
         choices=ARCHITECTURES,
         kind=str,
-        shown="efficientnet_lite0; with --init-from the earlier model's",
+        shown="efficientnet_lite0 (compact with --recipe scratch); with --init-from the earlier model's",
+    )
+    recipe: str = setting(
+        "auto",
+        "how to train: features (a pretrained --arch frozen, a head trained on its features: seconds), fine-tune "
+        "(then the whole network, on augmented images), scratch (the compact network from random weights) or auto "
+        "(tries them cheapest first within --time-budget and keeps the best on the validation images)",
+        choices=RECIPES,
+    )
+    time_budget: float = setting(
+        10.0,
+        "minutes training may take: a recipe's epochs are fitted to what is left, and auto skips a candidate that "
+        "does not fit; 0 for no limit",
+        low=0.0,
+        high=100000.0,
     )
     image_size: int | None = setting(
         None,
@@ -89,11 +104,11 @@ class TrainConfig(_Checked):
     )
     epochs: int | None = setting(
         None,
-        "maximum passes over the training images",
+        "maximum passes over the training images, for every recipe",
         low=1,
         high=10000,
         kind=int,
-        shown="14; for a pretrained network's head at least 300 steps",
+        shown="a head on features: 14 and at least 300 steps; scratch 14; fine-tune 10",
     )
     batch_size: int = setting(
         32, "images per training step on each device (the learning rate follows, see README)", low=1, high=4096

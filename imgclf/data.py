@@ -78,11 +78,7 @@ def decode_all(paths, image_size, cache_bytes, cache_file):
     `inputs` is an np.memmap backed by `cache_file` when it is larger than `cache_bytes`.
     On a terminal a progress bar shows the pass.
     """
-    shape = (len(paths), image_size, image_size, 3)
-    if np.prod(shape) <= cache_bytes:
-        images = np.empty(shape, np.uint8)
-    else:
-        images = np.lib.format.open_memmap(cache_file, mode="w+", dtype=np.uint8, shape=shape)
+    images = image_cache(len(paths), image_size, cache_bytes, cache_file)
 
     def store(start, batch_images):
         images[start : start + len(batch_images)] = batch_images
@@ -90,13 +86,23 @@ def decode_all(paths, image_size, cache_bytes, cache_file):
     return _decode_pass(paths, image_size, 64, images, store)
 
 
-def extract_features(backbone, paths, image_size, batch_size=64):
+def image_cache(count, image_size, cache_bytes, cache_file):
+    """An uninitialized uint8 array for `count` decoded images: in RAM, or over `cache_bytes` a memory map of
+    `cache_file`."""
+    shape = (count, image_size, image_size, 3)
+    if np.prod(shape) <= cache_bytes:
+        return np.empty(shape, np.uint8)
+    return np.lib.format.open_memmap(cache_file, mode="w+", dtype=np.uint8, shape=shape)
+
+
+def extract_features(backbone, paths, image_size, batch_size=64, images=None):
     """Decodes every file once and runs it through a frozen `backbone`: one feature vector per file; a `Decoded`.
 
     What a pretrained model's head is trained on. Only the features are kept, not
-    the images (8000 photos: 41 MB instead of 1.2 GB at 224 px), and the decoding
-    of the next batches overlaps the backbone's work on this one. A file that could
-    not be read has zeros for features.
+    the images (8000 photos: 41 MB instead of 1.2 GB at 224 px), unless `images`
+    (an array from `image_cache`) is given to keep them in too, for fine-tuning; the
+    decoding of the next batches overlaps the backbone's work on this one. A file that
+    could not be read has zeros for features.
     """
     features = np.zeros((len(paths), backbone.output.shape[-1]), np.float32)
     # A plain compiled call on one device: under a MirroredStrategy, predict_on_batch would split
@@ -107,6 +113,8 @@ def extract_features(backbone, paths, image_size, batch_size=64):
         # A NumPy float32 batch: an eager uint8 tensor made the backbone half as fast (measured, TF 2.21 CPU).
         pixels = np.asarray(batch_images, np.float32)
         features[start : start + len(pixels)] = np.asarray(forward(pixels), np.float32)
+        if images is not None:
+            images[start : start + len(pixels)] = batch_images
 
     return _decode_pass(paths, image_size, batch_size, features, store)
 
@@ -189,9 +197,10 @@ class RandomAffine(keras.layers.Layer):
         return keras.ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="reflect")
 
 
-def make_augmentation(seed):
-    """The training-time augmentation: the classic generator's flip, zoom and shear, plus small rotation and shifts."""
-    return RandomAffine(seed=seed, name="augmentation")
+def make_augmentation(seed, settings=None):
+    """The training-time augmentation: `settings` (RandomAffine's arguments), by default the classic generator's
+    flip, zoom and shear, plus small rotation and shifts."""
+    return RandomAffine(seed=seed, name="augmentation", **(settings or {}))
 
 
 def batches(
@@ -262,14 +271,15 @@ def replica_batches(
 
     Args:
         seed: shuffle and augment (training); None keeps the order (validation).
-        augment: with a seed, apply the image augmentation (not to feature vectors).
+        augment: with a seed, apply the image augmentation (not to feature vectors): True for the default one,
+            or a dict of `RandomAffine` settings.
         weights: one loss weight per image (class weights), or None.
     """
     replicas = strategy.num_replicas_in_sync
     shuffled = seed is not None
     augment = shuffled and augment
     if replicas == 1:
-        augmentation = make_augmentation(seed) if augment else None
+        augmentation = make_augmentation(seed, None if augment is True else augment) if augment else None
         return batches(
             images, labels, indices, batch_size, shuffle_seed=seed, augmentation=augmentation, weights=weights
         )
@@ -285,7 +295,8 @@ def replica_batches(
     def pipeline(context):
         local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
         shard = (context.num_input_pipelines, context.input_pipeline_id)
-        augmentation = make_augmentation(seed + context.input_pipeline_id) if augment else None
+        settings = None if augment is True else augment
+        augmentation = make_augmentation(seed + context.input_pipeline_id, settings) if augment else None
         dataset = batches(
             images,
             labels,

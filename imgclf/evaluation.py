@@ -9,10 +9,10 @@ from imgclf import artifacts, data, metrics, outputs, report
 from imgclf.cli import UsageError
 
 
-def evaluate(model, config, split, images, labels, history):
+def evaluate(model, config, split, images, labels, history, leaderboard=""):
     """Chooses the threshold on the validation images, then scores the test images once (when there are
     any) at that threshold; writes report.txt, the confusion matrix and the ROC and PR curves of the
-    images that scored (the validation images when there is no test set).
+    images that scored (the validation images when there is no test set). `leaderboard` (text) ends the report.
 
     Returns:
         {"threshold", "how" (it was chosen), "figures": {role: accuracy and scores}, "scored": {role:
@@ -37,6 +37,8 @@ def evaluate(model, config, split, images, labels, history):
             f"== {role}: {source} ==\n" + report.text_report(counts, split.class_names, scores, threshold_line)
         )
     text = _provenance(split, threshold) + "\n" + "\n".join(reversed(sections))
+    if leaderboard:
+        text += f"\n== recipes tried (validation images) ==\n{leaderboard}"
     staged = artifacts.staged(config.model_dir)
     artifacts.write_text(os.path.join(staged, "report.txt"), text)
     with artifacts.atomic_path(os.path.join(staged, "training_curves.png")) as temporary:

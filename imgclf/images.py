@@ -34,6 +34,21 @@ def is_grayscale(path):
         return False
 
 
+GREY_TOLERANCE = 3  # mean difference between colour channels (of 255) that a grey picture stored in colour has
+
+
+def looks_grey(path, size=32):
+    """True when `path` shows a grey picture, stored with one channel or in colour with every channel alike (X-rays
+    saved as RGB JPEGs); False for colour or unreadable files."""
+    try:
+        pixels = load_image(path, size).astype(np.int16)
+    except ImageError:
+        return False
+    return max(np.abs(pixels[..., 0] - pixels[..., 1]).mean(), np.abs(pixels[..., 1] - pixels[..., 2]).mean()) < (
+        GREY_TOLERANCE
+    )
+
+
 def load_image(path, size, resize="bilinear", grayscale=False):
     """Decodes `path` into a `(size, size, 3)` uint8 RGB array.
 

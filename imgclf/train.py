@@ -1,6 +1,5 @@
 """Training, from class folders to a saved model and its reports."""
 
-import csv
 import dataclasses
 import json
 import os
@@ -8,19 +7,32 @@ import platform
 import shutil
 import sys
 import time
-import warnings
 
 import keras
 import numpy as np
 import PIL
 import tensorflow as tf
 
-from imgclf import artifacts, data, devices, diagnosis, distribute, evaluation, export, folders, models, outputs, splits
+from imgclf import (
+    artifacts,
+    data,
+    devices,
+    diagnosis,
+    distribute,
+    evaluation,
+    export,
+    fitting,
+    folders,
+    models,
+    outputs,
+    recipes,
+    splits,
+)
 from imgclf.cli import UsageError
 
-CHECKPOINTS = "checkpoints"
+CHECKPOINTS = fitting.CHECKPOINTS
 SUMMARY_FILE = "summary.txt"
-LOGS = "logs"
+LOGS = fitting.LOGS
 # Every report a training run writes beside its model: committed together with the model, and an earlier
 # model's copy removed when this run wrote none, so a folder never mixes two runs.
 REPORT_FILES = [
@@ -28,22 +40,6 @@ REPORT_FILES = [
     "confusion_matrix.png", "roc_curve.png", "pr_curve.png", *diagnosis.REPORT_FILES,
 ]  # fmt: skip
 PLACEMENT = ("strategy", "workers", "worker_index")
-
-
-def compile_model(model, num_classes, learning_rate, total_steps, warmup_steps, jit="auto"):
-    """Adam with a linear warm-up then cosine decay; binary or sparse categorical cross-entropy.
-
-    `jit` (auto|on|off) is `--jit`: auto is Keras's own choice, XLA on GPUs and off on CPUs.
-    """
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=learning_rate / 10,
-        decay_steps=max(1, total_steps - warmup_steps),
-        warmup_target=learning_rate,
-        warmup_steps=warmup_steps,
-    )
-    loss = outputs.loss(num_classes)
-    jit_compile = {"auto": "auto", "on": True, "off": False}[jit]
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
 
 
 def library_versions():
@@ -86,14 +82,37 @@ def resolve_config(config):
                 f"{earlier['image_size']} px with its own weights, so its architecture and image size are kept. "
                 f"Leave {flag} out, or train without --init-from."
             )
-        return dataclasses.replace(config, arch=arch, image_size=earlier["image_size"])
-    config = dataclasses.replace(config, arch=config.arch or config.DEFAULT_ARCH)
+        return _check_recipe(dataclasses.replace(config, arch=arch, image_size=earlier["image_size"]))
+    if config.recipe == "scratch" and config.arch and models.is_pretrained(config.arch):
+        raise UsageError(
+            f"--recipe scratch: --arch {config.arch} starts from ImageNet weights. Leave --arch out (compact), give "
+            "compact or simple, or choose another --recipe."
+        )
+    default = recipes.scratch.ARCH if config.recipe == "scratch" else config.DEFAULT_ARCH
+    config = dataclasses.replace(config, arch=config.arch or default)
+    _check_recipe(config)
     if config.image_size is None:
         config = dataclasses.replace(config, image_size=models.NATIVE_IMAGE_SIZE[config.arch])
     if config.backbone_weights and not models.is_pretrained(config.arch):
         raise UsageError(
             f"--backbone-weights: --arch {config.arch} is trained from scratch and has no pretrained weights. Leave "
             "--backbone-weights out, or choose a pretrained --arch."
+        )
+    return config
+
+
+def _check_recipe(config):
+    """Refuses a --recipe that cannot train --arch (or --init-from's network); returns `config`."""
+    if config.recipe in ("features", "fine-tune") and not models.is_pretrained(config.arch):
+        raise UsageError(
+            f"--recipe {config.recipe}: the {config.arch} network has no pretrained backbone to "
+            f"{'freeze' if config.recipe == 'features' else 'fine-tune'}. Choose a pretrained --arch (such as "
+            f"{config.DEFAULT_ARCH}), or --recipe scratch."
+        )
+    if config.recipe == "scratch" and config.init_from and models.is_pretrained(config.arch):
+        raise UsageError(
+            f"--recipe scratch: --init-from {config.init_from} continues a pretrained network, and scratch starts "
+            "from random weights. Leave one of them out."
         )
     return config
 
@@ -120,7 +139,7 @@ def train(config):
 
 
 def _train(config, strategy, split, started, made_model_dir):
-    """Decodes, fits, evaluates and reports, then commits the model and its reports to --model-dir."""
+    """Decodes, runs the recipes, evaluates and reports, then commits the model and its reports to --model-dir."""
     start_checkpoints(config)  # Only once the data is known to be there: never lose a resumable run to a typo.
     num_classes = len(split.class_names)
     policy, why = devices.precision_choice(config.mixed_precision)
@@ -135,49 +154,48 @@ def _train(config, strategy, split, started, made_model_dir):
     color_mode = splits.color_mode_of(split)
     class_weights = outputs.class_weights(split.labels[split.train], num_classes, config.class_weight)
     print(describe_class_weights(class_weights, split, config.class_weight))
-    cache_file = os.path.join(config.model_dir, ".decoded-images.npy")
+    deadline = started + config.time_budget * 60 if config.time_budget else None
+    if deadline and distribute.is_multi_worker(strategy):  # Workers timing apart could plan apart: no budget.
+        print("--time-budget: not applied across several workers; every recipe runs its epochs.")
+        deadline = None
     try:
         devices.set_policy(policy)
         model = _build(config, strategy, split.class_names)
-        with strategy.scope():  # The head is a model of its own; it trains under the strategy too.
-            parts = models.backbone_and_head(model)
-        if parts:  # Pretrained: the frozen backbone sees each image once; the head trains on its features.
-            backbone, trainee = parts
-            print(f"Computing {backbone.name} features of every image at {config.image_size}x{config.image_size} px...")
-            decoded = data.extract_features(backbone, split.paths, config.image_size)
-            what = f"{decoded.inputs.shape[1]} features per image"
-        else:
-            trainee = model
-            print(f"Decoding and checking every image at {config.image_size}x{config.image_size} px...")
-            decoded = data.decode_all(split.paths, config.image_size, config.cache_mb * 2**20, cache_file)
-            what = "decoded images " + ("on disk" if isinstance(decoded.inputs, np.memmap) else "in RAM")
-        inputs, errors = decoded.inputs, decoded.errors
-        print(
-            f"Decoded and checked {len(split.paths):,} files in {decoded.seconds:.0f} s "
-            f"({len(split.paths) / max(decoded.seconds, 1e-9):.0f} images/s); cached {inputs.nbytes / 2**20:.0f} MB "
-            f"of {what}."
-        )
-        split = splits.drop_unreadable(split, errors, config.model_dir, config.strict)
+        decoded, kept = _first_pass(config, model, split)
+        split = splits.drop_unreadable(split, decoded.errors, config.model_dir, config.strict)
         checked = time.time()
         split, copies = splits.check_copies(split, decoded, config)
         copies_seconds = time.time() - checked
-        splits.write_splits(split, errors, config.model_dir)
-        labels = outputs.encode_labels(split.labels, num_classes)
-        sample_weights = None if class_weights is None else class_weights[split.labels]
-        history = _fit(config, strategy, trainee, split, inputs, labels, parts is None, sample_weights)
+        splits.write_splits(split, decoded.errors, config.model_dir)
+        job = recipes.Job(
+            config, strategy, split, outputs.encode_labels(split.labels, num_classes),
+            None if class_weights is None else class_weights[split.labels], decoded, model, deadline,
+            color_mode == "grayscale" or splits.looks_grey(split), kept,
+        )  # fmt: skip
+        if job.grayscale and recipes.plan(config) != [recipes.features.NAME]:
+            print("The training images are grey pictures: augmentation makes no mirrored copies of them.")
+        chosen, board = recipes.run(job)
+        history = chosen.history
+        with open(os.path.join(fitting.checkpoint_dir(config, chosen.recipe), "history.csv"), encoding="utf-8") as f:
+            artifacts.write_text(artifacts.staged(config.model_dir, "history.csv"), f.read())
+        config = dataclasses.replace(config, arch=chosen.arch, image_size=chosen.image_size)
         devices.set_policy("float32")
         if not distribute.is_chief(strategy):
             print(f"Worker finished training; the chief writes the model. Resume state kept in {config.model_dir}.")
             return 0
         # What is saved runs on any machine: float32, and outside any distribution strategy.
-        model = devices.with_policy(model, "float32", copy=distribute.is_distributed(strategy))
+        model = devices.with_policy(chosen.model, "float32", copy=distribute.is_distributed(strategy))
         # Evaluate as predict.py will label, so the report matches what users get (the head on the
         # backbone's features computes exactly what the whole network does).
-        trainee = models.backbone_and_head(model)[1] if parts else model
-        scored = evaluation.evaluate(devices.inference_model(trainee), config, split, inputs, labels, history)
+        trainee = model if chosen.trainee is chosen.model else models.backbone_and_head(model)[1]
+        chosen = dataclasses.replace(chosen, model=model, trainee=trainee)
+        scored = evaluation.evaluate(
+            devices.inference_model(trainee), config, split, chosen.inputs, job.labels, history,
+            recipes.leaderboard_text(board),
+        )  # fmt: skip
         threshold, how, figures = scored["threshold"], scored["how"], scored["figures"]
     except Exception as error:
-        resumable = os.path.isdir(os.path.join(config.model_dir, CHECKPOINTS, "backup"))
+        resumable = _has_progress(config)
         # A fresh run that stopped on bad data, or failed before its first epoch, has nothing to resume.
         if not config.resume and (isinstance(error, UsageError) or not resumable):
             shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
@@ -186,8 +204,7 @@ def _train(config, strategy, split, started, made_model_dir):
         raise
     finally:
         devices.set_policy("float32")
-        if os.path.exists(cache_file):
-            os.remove(cache_file)
+        recipes.remove_caches(config.model_dir)
 
     metadata = {
         "class_names": split.class_names,
@@ -209,9 +226,10 @@ def _train(config, strategy, split, started, made_model_dir):
         **({"test": figures["test"]} if "test" in figures else {}),
         "training": {
             "images": len(split.train),
-            "skipped_files": len(errors),
+            "skipped_files": len(decoded.errors),
             "replicas": strategy.num_replicas_in_sync,
-            "peak_learning_rate": distribute.scaled_learning_rate(config.learning_rate, strategy.num_replicas_in_sync),
+            "recipe": chosen.recipe,
+            "peak_learning_rate": distribute.scaled_learning_rate(chosen.learning_rate, strategy.num_replicas_in_sync),
             "epochs_run": len(history["loss"]),
             "best_epoch": int(np.argmin(history["val_loss"])) + 1,
             "decode_seconds": round(decoded.seconds, 1),
@@ -220,10 +238,11 @@ def _train(config, strategy, split, started, made_model_dir):
             "train_images_per_second": round(len(split.train) * len(history["loss"]) / history["seconds"][-1], 1),
             "seconds": round(time.time() - started, 1),
         },
+        "leaderboard": board,
         "versions": library_versions(),
     }
     reported = time.time()
-    diagnosis.write_training_report(model, trainee, config, split, decoded, copies, scored, metadata)
+    diagnosis.write_training_report(chosen, config, split, decoded, copies, scored, metadata)
     metadata["training"]["report_seconds"] = round(time.time() - reported, 2)
     artifacts.save_model(model, artifacts.staged(config.model_dir), metadata)
     # The earlier model's exports go too: they would label with a model that is no longer there.
@@ -234,54 +253,6 @@ def _train(config, strategy, split, started, made_model_dir):
     return 0
 
 
-class ElapsedTime(keras.callbacks.Callback):
-    """Adds `seconds` of training so far to each epoch's logs (and so to history.csv)."""
-
-    def __init__(self, earlier_seconds=0.0):
-        super().__init__()
-        self.earlier_seconds = earlier_seconds
-
-    def on_train_begin(self, logs=None):
-        self.started = time.time() - self.earlier_seconds
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs["seconds"] = round(time.time() - self.started, 2)
-
-
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """Early stopping that, on --resume, starts from the best epoch reached before the interruption.
-
-    Without this a resumed run would forget the earlier best weights and could end
-    by saving a worse model than the interrupted run already had.
-    """
-
-    def __init__(self, earlier, best_weights_path, **kwargs):
-        super().__init__(monitor="val_loss", restore_best_weights=True, **kwargs)
-        self.earlier, self.best_weights_path = earlier, best_weights_path
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        if not self.earlier:
-            return
-        current = self.model.get_weights()
-        with warnings.catch_warnings():  # Only the weights are wanted here, not the optimizer state beside them.
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            self.model.load_weights(self.best_weights_path)
-        self.best_weights = self.model.get_weights()
-        self.model.set_weights(current)  # BackupAndRestore, after this, restores the latest state.
-        losses = self.earlier["val_loss"]
-        self.best_epoch = int(np.argmin(losses))
-        self.best = losses[self.best_epoch]
-        self.wait = len(losses) - 1 - self.best_epoch
-
-
-def read_history(path):
-    """history.csv as {column: [value per epoch]}."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
-
-
 def resumed_config(config):
     """With --resume, the settings of the interrupted run in --model-dir (else `config` as it is).
 
@@ -289,9 +260,9 @@ def resumed_config(config):
     """
     if not config.resume:
         return config
-    checkpoint_dir = os.path.join(config.model_dir, CHECKPOINTS)
+    checkpoint_dir = fitting.checkpoint_dir(config)
     saved = os.path.join(checkpoint_dir, "run.json")
-    if not (os.path.isdir(os.path.join(checkpoint_dir, "backup")) and os.path.isfile(saved)):
+    if not (_has_progress(config) and os.path.isfile(saved)):
         raise UsageError(
             f"--resume: no interrupted run in {checkpoint_dir} to continue. Run without --resume to start one."
         )
@@ -307,12 +278,54 @@ def start_checkpoints(config):
     if config.resume:
         os.makedirs(artifacts.staged(config.model_dir), exist_ok=True)
         return
-    checkpoint_dir = os.path.join(config.model_dir, CHECKPOINTS)
-    if os.path.isdir(os.path.join(checkpoint_dir, "backup")):
+    checkpoint_dir = fitting.checkpoint_dir(config)
+    if _has_progress(config):
         print(f"Starting over: {checkpoint_dir} held an interrupted run (--resume would have continued it).")
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     os.makedirs(artifacts.staged(config.model_dir))
     artifacts.write_text(os.path.join(checkpoint_dir, "run.json"), json.dumps(dataclasses.asdict(config), indent=2))
+
+
+def _has_progress(config):
+    """True when --model-dir holds an interrupted run that --resume can continue: an epoch or a recipe done."""
+    folder = fitting.checkpoint_dir(config)
+    return any(
+        os.path.exists(os.path.join(folder, name, what))
+        for name in recipes.RECIPES
+        for what in ("backup", recipes.DONE_FILE)
+    )
+
+
+def _first_pass(config, model, split):
+    """Decodes every file once: (data.Decoded, {image size: images kept}).
+
+    A pretrained network's frozen backbone computes its features of each image in the
+    same pass; the images themselves are kept too when a recipe to come trains on them.
+    """
+    parts = models.backbone_and_head(model)
+    size, cache_bytes = config.image_size, config.cache_mb * 2**20
+    cache_file = recipes.cache_file(config.model_dir, size)
+    if parts:
+        keep = recipes.fine_tune.NAME in recipes.plan(config)
+        images = data.image_cache(len(split.paths), size, cache_bytes, cache_file) if keep else None
+        print(
+            f"Computing {parts[0].name} features of every image at {size}x{size} px{' (keeping the images)' * keep}..."
+        )
+        decoded = data.extract_features(parts[0], split.paths, size, images=images)
+        kept = f"{decoded.inputs.shape[1]} features per image" + (f", and the images {_where(images)}" if keep else "")
+    else:
+        print(f"Decoding and checking every image at {size}x{size} px...")
+        decoded = data.decode_all(split.paths, size, cache_bytes, cache_file)
+        images, keep, kept = decoded.inputs, True, f"the decoded images {_where(decoded.inputs)}"
+    print(
+        f"Decoded and checked {len(split.paths):,} files in {decoded.seconds:.0f} s "
+        f"({len(split.paths) / max(decoded.seconds, 1e-9):.0f} images/s); kept {kept}."
+    )
+    return decoded, ({size: images} if keep else {})
+
+
+def _where(images):
+    return f"{'on disk' if isinstance(images, np.memmap) else 'in RAM'} ({images.nbytes / 2**20:.0f} MB)"
 
 
 def _build(config, strategy, class_names):
@@ -350,83 +363,6 @@ def _earlier_model(folder, class_names):
         f"and a new output layer is trained for {list(class_names)}."
     )
     return models.with_new_output(model, len(class_names))
-
-
-def _fit(config, strategy, model, split, images, labels, augment=True, sample_weights=None):
-    """Compiles and fits `model` on `images` (or feature vectors: `augment` False); returns the history.
-
-    `sample_weights` (one per image: its class's weight) weight the training and the
-    validation loss alike, so the best epoch is the best on the weighted loss.
-    `model` ends with the best epoch's weights.
-    """
-    num_classes = len(split.class_names)
-    replicas = strategy.num_replicas_in_sync
-    train_batches = data.replica_batches(
-        strategy, images, labels, split.train, config.batch_size, seed=config.seed, augment=augment,
-        weights=sample_weights,
-    )  # fmt: skip
-    validation_batches = data.replica_batches(
-        strategy, images, labels, split.validation, config.batch_size, what="validation", weights=sample_weights
-    )
-    steps_per_epoch = data.steps_per_epoch(len(split.train), config.batch_size, replicas)
-    learning_rate = distribute.scaled_learning_rate(config.learning_rate, replicas)
-    epochs = config.epochs or models.default_epochs(config.arch, steps_per_epoch)
-    with strategy.scope():
-        compile_model(model, num_classes, learning_rate, steps_per_epoch * epochs, steps_per_epoch, config.jit)
-    distribute.fix_multi_worker_fit(model, strategy)
-    print(
-        f"{replicas} replica(s) x {config.batch_size} images per step, up to {epochs} epoch(s), "
-        f"peak learning rate {learning_rate:.3g}, "
-        f"XLA {'on' if model.jit_compile else 'off'}."
-    )
-
-    checkpoint_dir = os.path.join(config.model_dir, CHECKPOINTS)
-    partial_history = os.path.join(checkpoint_dir, "history.csv")
-    earlier = read_history(partial_history) if config.resume else {}
-    best_weights = os.path.join(checkpoint_dir, "best.weights.h5")
-    callbacks = [
-        ElapsedTime(earlier.get("seconds", [0.0])[-1]),  # First, so the callbacks after it log the time too.
-        keras.callbacks.ModelCheckpoint(
-            best_weights, monitor="val_loss", save_best_only=True, save_weights_only=True,
-            initial_value_threshold=min(earlier["val_loss"]) if earlier else None,
-        ),
-        ResumableEarlyStopping(earlier, best_weights, patience=config.patience),
-        # Saves weights, optimizer state and epoch after every epoch; removed when training completes.
-        keras.callbacks.BackupAndRestore(os.path.join(checkpoint_dir, "backup"), double_checkpoint=True),
-        distribute.AgreeOnResume(strategy),
-        keras.callbacks.CSVLogger(partial_history, append=config.resume),
-    ]  # fmt: skip
-    if distribute.is_chief(strategy):
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=artifacts.staged(config.model_dir, LOGS)))
-    if replicas > 1:  # Keras cannot know a distributed dataset's length before its first epoch ends, and says so.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-    try:
-        model.fit(
-            train_batches,
-            validation_data=validation_batches,
-            epochs=epochs,
-            callbacks=callbacks,
-            shuffle=False,
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
-    except distribute.PEER_LOST as error:
-        if not distribute.is_multi_worker(strategy):
-            raise
-        raise distribute.worker_lost(error, checkpoint_dir) from None
-    except KeyboardInterrupt:
-        if distribute.is_multi_worker(strategy):
-            how = "start every worker again with its same command plus --resume"
-        else:
-            how = f"python train_cnn.py --resume --model-dir {config.model_dir}"
-        print(
-            f"\nTraining interrupted; the last complete epoch is saved in {checkpoint_dir}. Continue with: {how}",
-            file=sys.stderr,
-        )
-        raise
-    history = read_history(partial_history)
-    with open(partial_history, encoding="utf-8") as handle:
-        artifacts.write_text(artifacts.staged(config.model_dir, "history.csv"), handle.read())
-    return history
 
 
 def describe_class_weights(weights, split, mode):

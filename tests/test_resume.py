@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, write_class_tree
 
-from imgclf import train
+from imgclf import fitting, train
 
 
 def _start(args):
@@ -96,7 +96,7 @@ def test_resumed_early_stopping_keeps_the_earlier_best_weights(tmp_path):
     x, y = np.random.default_rng(0).normal(size=(32, 3)), np.random.default_rng(1).integers(0, 2, (32, 1))
     # The interrupted run had reached val_loss 0.01: nothing now can beat it.
     earlier = {"val_loss": [0.3, 0.01, 0.2], "seconds": [1.0, 2.0, 3.0]}
-    stopper = train.ResumableEarlyStopping(earlier, str(tmp_path / "best.weights.h5"), patience=5)
+    stopper = fitting.ResumableEarlyStopping(earlier, str(tmp_path / "best.weights.h5"), patience=5)
     model.fit(x, y, validation_data=(x, y), epochs=2, callbacks=[stopper], verbose=0)
     for restored, expected in zip(model.get_weights(), best):
         np.testing.assert_allclose(restored, expected)

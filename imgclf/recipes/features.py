@@ -1,0 +1,25 @@
+"""features: the pretrained backbone frozen, its features of every file computed once (the first pass), and
+the head (dropout and the output layer) trained on them: seconds of training, the baseline of `auto`."""
+
+from imgclf import data, models
+from imgclf.recipes.job import Result, train_or_restore
+
+NAME = "features"
+
+
+def describe(config):
+    return f"{config.arch} at {config.image_size} px, frozen; its head trained on the features"
+
+
+def run(job, done):
+    config = job.config
+    with job.strategy.scope():  # The head is a model of its own; it trains under the strategy too.
+        _, head = models.backbone_and_head(job.model)
+    steps = data.steps_per_epoch(len(job.split.train), config.batch_size, job.strategy.num_replicas_in_sync)
+    history, _ = train_or_restore(
+        job, head, job.decoded.inputs, NAME,
+        learning_rate=config.learning_rate, epochs=config.epochs or models.default_epochs(config.arch, steps),
+    )  # fmt: skip
+    return Result(
+        NAME, config.arch, config.image_size, job.model, head, job.decoded.inputs, history, config.learning_rate
+    )
