@@ -2,10 +2,10 @@
 
     python bench/datasets.py [--source FOLDER] [--out bench/out/datasets]
 
-Each dataset is a public GitHub repository (its images committed in it): read from a
-git directory of it under --source (`<owner>+<name>/repo`, as the session tools fetch
-them) when there is one, else cloned from GitHub. Nothing is copied into this
-repository: the images land under --out (ignored by git).
+Each dataset is a public GitHub repository (its images committed in it): cloned from
+GitHub (shallow, into a temporary folder removed afterwards), or read from a copy you have
+under --source (a folder holding `<owner>+<name>`, as a clone or a bare git directory).
+Nothing is copied into this repository: the images land under --out (ignored by git).
 
 - sign_digits: hands showing the digits 0-9 in sign language, 100x100 colour photos, 2062
   (ardamavi/Sign-Language-Digits-Dataset, Apache-2.0). No test set of its own: a fixed,
@@ -46,28 +46,34 @@ DATASETS = {
 }
 
 
-def git_dir(repository, source):
-    """A git directory holding `repository`: the fetched one under `source`, else a shallow clone."""
-    for candidate in (source / repository.replace("/", "+") / "repo", source / repository.replace("/", "+")):
-        for folder in (candidate / ".git", candidate):
-            if (folder / "HEAD").is_file():
-                return folder
-    clone = pathlib.Path(tempfile.mkdtemp(prefix="bench-dataset-")) / "repo"
-    subprocess.run(["git", "clone", "--depth", "1", f"https://github.com/{repository}", str(clone)], check=True)
-    return clone / ".git"
+def archive(repository, folders, source):
+    """The tar archive of `folders` of `repository`'s newest commit: from a copy under `source`, else a clone."""
+    copies = (
+        []
+        if source is None
+        else [source / repository.replace("/", "+") / "repo", source / repository.replace("/", "+")]
+    )
+    for folder in (path for copy in copies for path in (copy / ".git", copy)):
+        if (folder / "HEAD").is_file():
+            return _git_archive(folder, folders)
+    with tempfile.TemporaryDirectory() as scratch:
+        clone = pathlib.Path(scratch) / "repo"
+        subprocess.run(["git", "clone", "--depth", "1", f"https://github.com/{repository}", str(clone)], check=True)
+        return _git_archive(clone / ".git", folders)
+
+
+def _git_archive(git_dir, folders):
+    command = ["git", "--git-dir", str(git_dir), "archive", "HEAD", *folders]
+    return subprocess.run(command, check=True, capture_output=True).stdout
 
 
 def lay_out(name, source, out):
+    """Writes dataset `name` into `out/name` in the Dataset layout; prints its parts' image counts."""
     repository, folders, test_share = DATASETS[name]
     target = out / name
     shutil.rmtree(target, ignore_errors=True)
     with tempfile.TemporaryDirectory() as scratch:
-        archive = subprocess.run(
-            ["git", "--git-dir", str(git_dir(repository, source)), "archive", "HEAD", *folders],
-            check=True,
-            capture_output=True,
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", scratch], input=archive, check=True)
+        subprocess.run(["tar", "-x", "-C", scratch], input=archive(repository, folders, source), check=True)
         for folder, part in folders.items():
             for class_dir in sorted(path for path in (pathlib.Path(scratch) / folder).iterdir() if path.is_dir()):
                 files = sorted(path for path in class_dir.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
@@ -85,7 +91,7 @@ def lay_out(name, source, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=pathlib.Path, default=pathlib.Path("/work/.mirror"))
+    parser.add_argument("--source", type=pathlib.Path, help="a folder of copies of the repositories (else: clone)")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "out" / "datasets")
     parser.add_argument("names", nargs="*", default=list(DATASETS), help="datasets to lay out (default: all)")
     args = parser.parse_args()

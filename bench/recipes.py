@@ -7,7 +7,7 @@ recipe alone without a time limit (`--time-budget 0`) and `auto` with the defaul
 dataset: Test_Set accuracy and balanced accuracy, minutes, peak memory, and what auto
 chose; appends every row to bench/out/recipes.csv.
 
-    python bench/datasets.py            # lays out the public datasets in bench/out/datasets
+    python bench/datasets.py            # clones and lays out the public datasets in bench/out/datasets
     python bench/recipes.py [--dataset sign_digits ...] [--recipe auto ...] [--budget 5]
 """
 
@@ -23,6 +23,7 @@ RECIPES = ["features", "scratch", "fine-tune", "auto"]
 
 
 def data_dir(name):
+    """The Dataset-layout folder of benchmark dataset `name`, or exit saying how to make it."""
     if name == "cats_dogs":
         return photos_dir()
     folder = OUT / "datasets" / name

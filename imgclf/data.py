@@ -7,6 +7,7 @@ out before the first epoch, so a bad file can never stop training mid-epoch.
 """
 
 import dataclasses
+import json
 import os
 import time
 
@@ -14,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from imgclf import duplicates, progress
+from imgclf import artifacts, duplicates, progress
 from imgclf import images as image_io
 from imgclf.cli import UsageError
 
@@ -117,6 +118,27 @@ def extract_features(backbone, paths, image_size, batch_size=64, images=None):
             images[start : start + len(pixels)] = batch_images
 
     return _decode_pass(paths, image_size, batch_size, features, store)
+
+
+def save_decoded(file, decoded, paths):
+    """Keeps a first pass's features (not images), thumbnails and errors in `file`, for --resume."""
+    with artifacts.atomic_path(file) as temporary, open(temporary, "wb") as handle:
+        np.savez(
+            handle, inputs=decoded.inputs, thumbnails=decoded.thumbnails, seconds=decoded.seconds,
+            errors=json.dumps(decoded.errors), paths=json.dumps([os.fspath(path) for path in paths]),
+        )  # fmt: skip
+
+
+def load_decoded(file, paths):
+    """The `Decoded` kept by `save_decoded` in `file` for these `paths`, or None when it is not there or not theirs."""
+    try:
+        with np.load(file) as kept:
+            if json.loads(str(kept["paths"])) != [os.fspath(path) for path in paths]:
+                return None
+            errors = [tuple(error) for error in json.loads(str(kept["errors"]))]
+            return Decoded(kept["inputs"], errors, kept["thumbnails"], float(kept["seconds"]))
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _decode_pass(paths, image_size, batch_size, inputs, store):

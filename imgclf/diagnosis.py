@@ -244,9 +244,10 @@ def _write_training_report(chosen, config, split, decoded, copies, evaluation, m
         ),
         suspects=_with_pictures(suspect_records[: webpage.SHOWN_SUSPECTS], grayscale),
         suspects_note=(
-            f"{suspects_note} Training images are judged out of fold when the network is a frozen backbone (else by "
-            "the trained model itself), held-out images by the trained model; each judge is calibrated on images "
-            f"it did not train on. Check their folders; all are in {SUSPECT_LABELS_FILE}."
+            f"{suspects_note} Training images are judged out of fold, on the frozen ImageNet features, when training "
+            "began from a pretrained network (else by the trained model itself), held-out images by the trained "
+            f"model; each judge is calibrated on images it did not train on. Check their folders; all are in "
+            f"{SUSPECT_LABELS_FILE}."
         ),
         copies=_copy_pictures(copies[: webpage.SHOWN_PAIRS], split.paths, parts, grayscale),
         copies_note=(
@@ -254,6 +255,7 @@ def _write_training_report(chosen, config, split, decoded, copies, evaluation, m
             f"or recompressed), all in {DUPLICATES_FILE}."
         ),
         skipped=[(split.paths[index], reason) for index, reason in decoded.errors],
+        recipes=metadata["leaderboard"],
     )
     webpage.write(page, os.path.join(staged, REPORT_PAGE))
     print(f"Report page: {os.path.join(model_dir, REPORT_PAGE)} (open it in a browser).")
@@ -359,7 +361,7 @@ def _training_summary(metadata, split, copies, findings):
         ("images", f"{len(split.train):,} training, {len(split.validation):,} validation, {len(split.test):,} test, "
                    f"{training['skipped_files']:,} skipped (unreadable)"),
         ("network", f"{metadata['architecture']}, {metadata['image_size']} px, {metadata['color_mode']}"),
-        ("training", f"{training['epochs_run']} epochs (best: {training['best_epoch']}), "
+        ("training", f"{training['recipe']}: {training['epochs_run']} epochs (best: {training['best_epoch']}), "
                      f"{training['seconds'] / 60:.1f} min in all"),
         ("where it ran", f"{metadata['hardware']}: {metadata['devices']}, {metadata['trained_with']} arithmetic"),
         ("threshold", "most probable class" if metadata["threshold"] is None

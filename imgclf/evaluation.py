@@ -18,11 +18,13 @@ def evaluate(model, config, split, images, labels, history, leaderboard=""):
         {"threshold", "how" (it was chosen), "figures": {role: accuracy and scores}, "scored": {role:
         {"labels", "probabilities", "counts"}}}, for the roles "validation" and (with a test set) "test".
     """
-    validation_labels, validation_probabilities = _probabilities(model, split, split.validation, images, labels, config)
+    validation_labels, validation_probabilities = probabilities_of(
+        model, split, split.validation, images, labels, config
+    )
     threshold, how = choose_threshold(config, split.class_names, validation_labels, validation_probabilities)
     roles = [("validation", split.validation_source, validation_labels, validation_probabilities)]
     if len(split.test):
-        roles.append(("test", split.test_source, *_probabilities(model, split, split.test, images, labels, config)))
+        roles.append(("test", split.test_source, *probabilities_of(model, split, split.test, images, labels, config)))
     figures, sections, scored = {}, [], {}
     for role, source, true_labels, probabilities in roles:
         # The same labelling rule as predict.py, at the threshold saved with the model.
@@ -54,7 +56,7 @@ def evaluate(model, config, split, images, labels, history, leaderboard=""):
     return {"threshold": threshold, "how": how, "figures": figures, "scored": scored}
 
 
-def _probabilities(model, split, indices, images, labels, config):
+def probabilities_of(model, split, indices, images, labels, config):
     """(true class indices, per-class probabilities) of the images at `indices`."""
     batches = data.batches(images, labels, indices, config.batch_size)
     return split.labels[indices], outputs.class_probabilities(model.predict(batches, verbose=0))
@@ -113,7 +115,7 @@ def print_summary(metadata, model_dir):
         else f"Validation accuracy {validation['accuracy']:.4f} (balanced {validation['balanced_accuracy']:.4f})"
     )
     print(
-        f"{scored} on {validation['images']} images ({validation['source']}); best epoch {training['best_epoch']} "
-        f"of {training['epochs_run']}; {training['seconds']:.0f} s in all."
+        f"{scored} on {validation['images']} images ({validation['source']}); recipe {training['recipe']}, best "
+        f"epoch {training['best_epoch']} of {training['epochs_run']}; {training['seconds']:.0f} s in all."
     )
     print(f"Model written to {os.path.join(model_dir, artifacts.MODEL_FILE)} (+ weights, metadata, reports).")

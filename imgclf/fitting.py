@@ -96,14 +96,18 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         self.wait = len(losses) - 1 - self.best_epoch
 
 
+class OutOfBudget(Exception):
+    """Raised by FitToBudget to stop a run at once (no validation pass, no checkpoint) when it does not fit."""
+
+
 class FitToBudget(keras.callbacks.Callback):
     """Sizes a run to the time left before `deadline`.
 
-    After the first PROBE_STEPS steps (or the first epoch, when it is shorter) it
-    estimates an epoch's time, plans the epochs that fit (at most the run's own; the
-    schedule then decays over them) and writes the plan into `plan_file`, which a
-    resumed run reads back. When fewer than `min_epochs` fit, it stops the run at once
-    and says why in `skipped`.
+    After the first PROBE_STEPS steps that follow the one that compiles (with one step
+    an epoch: after the second epoch) it estimates an epoch's time, plans the epochs
+    that fit (at most the run's own, at least one; the schedule then decays over them)
+    and writes the plan into `plan_file`, which a resumed run reads back. When fewer
+    than `min_epochs` fit, it says why in `skipped` and raises OutOfBudget.
     """
 
     def __init__(self, deadline, schedule, steps_per_epoch, epochs, min_epochs, plan_file, validation_share):
@@ -121,35 +125,34 @@ class FitToBudget(keras.callbacks.Callback):
         self.epoch, self.epoch_started = epoch, time.time()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.planned is not None:
+        if self.planned is not None or self.steps < 2:
             return
         if batch == 0:
             self.timed_from = time.time()
         elif batch == min(PROBE_STEPS, self.steps - 1):
-            self._decide((time.time() - self.timed_from) / batch)
+            # Each validation image costs about a third of a training one (no backward pass).
+            self._decide((time.time() - self.timed_from) / batch * self.steps * (1 + self.validation_share / 3))
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.planned is None and self.skipped is None:  # One or two steps an epoch: timed as a whole epoch.
-            self._decide((time.time() - self.epoch_started) / self.steps)
+        if self.planned is None and self.steps < 2 and epoch >= 1:  # the first epoch compiled: time the second
+            self._decide(time.time() - self.epoch_started)
         if self.planned is not None and epoch + 1 >= self.planned:
             self.model.stop_training = True
 
-    def _decide(self, step_seconds):
-        # Each validation image costs about a third of a training one (no backward pass).
-        self.epoch_seconds = step_seconds * self.steps * (1 + self.validation_share / 3)
+    def _decide(self, epoch_seconds):
+        self.epoch_seconds = epoch_seconds
         left = self.deadline - self.epoch_started
-        fit = self.epoch + int(left // self.epoch_seconds)
+        fit = self.epoch + int(left // epoch_seconds)
         if fit < self.min_epochs:
             self.skipped = (
-                f"{self.min_epochs} epoch(s) need about {self.min_epochs * self.epoch_seconds / 60:.1f} min; "
+                f"{self.min_epochs} epoch(s) need about {self.min_epochs * epoch_seconds / 60:.1f} min; "
                 f"{max(0.0, left) / 60:.1f} min of the budget were left"
             )
-            self.model.stop_training = True
-            return
-        self._plan(min(self.epochs, max(fit, 1)))
+            raise OutOfBudget(self.skipped)
+        self._plan(min(self.epochs, max(fit, self.epoch + 1)))
         artifacts.write_text(self.plan_file, json.dumps({"epochs": self.planned}))
         print(
-            f"About {self.epoch_seconds:.0f} s an epoch: {self.planned} epoch(s) "
+            f"About {epoch_seconds:.0f} s an epoch: {self.planned} epoch(s) "
             f"({'all' if self.planned == self.epochs else 'what fits in'} {max(0.0, left) / 60:.1f} min left).",
             flush=True,
         )
@@ -169,6 +172,12 @@ def read_history(path):
 def checkpoint_dir(config, name=""):
     """Where run `name` (a recipe) of --model-dir keeps its resume state until training completes."""
     return os.path.join(config.model_dir, CHECKPOINTS, name)
+
+
+def stage_history(config, name):
+    """Puts run `name`'s history.csv (every epoch, a resumed run's too) among the reports to commit."""
+    with open(os.path.join(checkpoint_dir(config, name), "history.csv"), encoding="utf-8") as handle:
+        artifacts.write_text(os.path.join(artifacts.staged(config.model_dir), "history.csv"), handle.read())
 
 
 def fit(job, model, inputs, name, *, learning_rate, epochs, augment=False, deadline=None, min_epochs=1):
@@ -240,6 +249,8 @@ def fit(job, model, inputs, name, *, learning_rate, epochs, augment=False, deadl
             shuffle=False,
             verbose=1 if sys.stdout.isatty() else 2,
         )
+    except OutOfBudget as skipped:
+        return {}, str(skipped)
     except distribute.PEER_LOST as error:
         if not distribute.is_multi_worker(strategy):
             raise
@@ -255,5 +266,4 @@ def fit(job, model, inputs, name, *, learning_rate, epochs, augment=False, deadl
             file=sys.stderr,
         )
         raise
-    skipped = budget.skipped if budget else None
-    return (read_history(partial_history) if not skipped else {}), skipped
+    return read_history(partial_history), None

@@ -34,10 +34,10 @@ def is_grayscale(path):
         return False
 
 
-GREY_TOLERANCE = 3  # mean difference between colour channels (of 255) that a grey picture stored in colour has
+GRAYSCALE_TOLERANCE = 3  # mean difference between colour channels (of 255) that a grey picture stored in colour has
 
 
-def looks_grey(path, size=32):
+def looks_grayscale(path, size=32):
     """True when `path` shows a grey picture, stored with one channel or in colour with every channel alike (X-rays
     saved as RGB JPEGs); False for colour or unreadable files."""
     try:
@@ -45,7 +45,7 @@ def looks_grey(path, size=32):
     except ImageError:
         return False
     return max(np.abs(pixels[..., 0] - pixels[..., 1]).mean(), np.abs(pixels[..., 1] - pixels[..., 2]).mean()) < (
-        GREY_TOLERANCE
+        GRAYSCALE_TOLERANCE
     )
 
 

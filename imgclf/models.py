@@ -117,20 +117,26 @@ def build_model(name, image_size, num_classes, backbone_weights=None):
     return build((image_size, image_size, 3), num_classes, **extra)
 
 
+def backbone(model):
+    """The pretrained backbone of a model built by `_pretrained` (its layer after the input), or None."""
+    layer = model.layers[1] if len(model.layers) > 1 else None
+    return layer if isinstance(layer, keras.Model) else None
+
+
 def backbone_and_head(model):
     """(frozen backbone, head) of a pretrained model, or None for a network trained whole.
 
     The head is a model of its own from the backbone's features to the output,
     made of the very layers of `model`, so training it trains `model`.
     """
-    backbone = model.layers[1] if len(model.layers) > 1 else None
-    if not isinstance(backbone, keras.Model) or backbone.trainable:
+    frozen = backbone(model)
+    if frozen is None or frozen.trainable:
         return None
-    features = keras.Input(shape=backbone.output.shape[1:], name="features")
+    features = keras.Input(shape=frozen.output.shape[1:], name="features")
     x = features
     for layer in model.layers[2:]:
         x = layer(x)
-    return backbone, keras.Model(features, x, name=f"{model.name}_head")
+    return frozen, keras.Model(features, x, name=f"{model.name}_head")
 
 
 def with_new_output(model, num_classes):

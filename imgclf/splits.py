@@ -162,11 +162,11 @@ def color_mode_of(split):
     return "rgb"
 
 
-def looks_grey(split, sample=64):
+def looks_grayscale(split, sample=64):
     """True when the training images are grey pictures, however they are stored: those of `sample` of them, evenly
-    spaced, all look grey (`images.looks_grey`)."""
+    spaced, all look grey (`images.looks_grayscale`)."""
     chosen = split.train[np.linspace(0, len(split.train) - 1, min(sample, len(split.train))).astype(int)]
-    return all(image_io.looks_grey(split.paths[index]) for index in chosen)
+    return all(image_io.looks_grayscale(split.paths[index]) for index in chosen)
 
 
 def write_splits(split, errors, model_dir):

@@ -30,8 +30,8 @@ from imgclf import (
 )
 from imgclf.cli import UsageError
 
-CHECKPOINTS = fitting.CHECKPOINTS
 SUMMARY_FILE = "summary.txt"
+PASS_FILE = "first_pass.npz"  # in the checkpoints: a frozen backbone's features, kept for --resume
 LOGS = fitting.LOGS
 # Every report a training run writes beside its model: committed together with the model, and an earlier
 # model's copy removed when this run wrote none, so a folder never mixes two runs.
@@ -82,37 +82,14 @@ def resolve_config(config):
                 f"{earlier['image_size']} px with its own weights, so its architecture and image size are kept. "
                 f"Leave {flag} out, or train without --init-from."
             )
-        return _check_recipe(dataclasses.replace(config, arch=arch, image_size=earlier["image_size"]))
-    if config.recipe == "scratch" and config.arch and models.is_pretrained(config.arch):
-        raise UsageError(
-            f"--recipe scratch: --arch {config.arch} starts from ImageNet weights. Leave --arch out (compact), give "
-            "compact or simple, or choose another --recipe."
-        )
-    default = recipes.scratch.ARCH if config.recipe == "scratch" else config.DEFAULT_ARCH
-    config = dataclasses.replace(config, arch=config.arch or default)
-    _check_recipe(config)
+        return recipes.resolve(dataclasses.replace(config, arch=arch, image_size=earlier["image_size"]), arch)
+    config = recipes.resolve(config, config.DEFAULT_ARCH)
     if config.image_size is None:
         config = dataclasses.replace(config, image_size=models.NATIVE_IMAGE_SIZE[config.arch])
     if config.backbone_weights and not models.is_pretrained(config.arch):
         raise UsageError(
             f"--backbone-weights: --arch {config.arch} is trained from scratch and has no pretrained weights. Leave "
             "--backbone-weights out, or choose a pretrained --arch."
-        )
-    return config
-
-
-def _check_recipe(config):
-    """Refuses a --recipe that cannot train --arch (or --init-from's network); returns `config`."""
-    if config.recipe in ("features", "fine-tune") and not models.is_pretrained(config.arch):
-        raise UsageError(
-            f"--recipe {config.recipe}: the {config.arch} network has no pretrained backbone to "
-            f"{'freeze' if config.recipe == 'features' else 'fine-tune'}. Choose a pretrained --arch (such as "
-            f"{config.DEFAULT_ARCH}), or --recipe scratch."
-        )
-    if config.recipe == "scratch" and config.init_from and models.is_pretrained(config.arch):
-        raise UsageError(
-            f"--recipe scratch: --init-from {config.init_from} continues a pretrained network, and scratch starts "
-            "from random weights. Leave one of them out."
         )
     return config
 
@@ -160,24 +137,11 @@ def _train(config, strategy, split, started, made_model_dir):
         deadline = None
     try:
         devices.set_policy(policy)
-        model = _build(config, strategy, split.class_names)
-        decoded, kept = _first_pass(config, model, split)
-        split = splits.drop_unreadable(split, decoded.errors, config.model_dir, config.strict)
-        checked = time.time()
-        split, copies = splits.check_copies(split, decoded, config)
-        copies_seconds = time.time() - checked
-        splits.write_splits(split, decoded.errors, config.model_dir)
-        job = recipes.Job(
-            config, strategy, split, outputs.encode_labels(split.labels, num_classes),
-            None if class_weights is None else class_weights[split.labels], decoded, model, deadline,
-            color_mode == "grayscale" or splits.looks_grey(split), kept,
-        )  # fmt: skip
-        if job.grayscale and recipes.plan(config) != [recipes.features.NAME]:
-            print("The training images are grey pictures: augmentation makes no mirrored copies of them.")
+        job, copies, copies_seconds = _prepare(config, strategy, split, class_weights, deadline, color_mode)
+        split, decoded = job.split, job.decoded
         chosen, board = recipes.run(job)
         history = chosen.history
-        with open(os.path.join(fitting.checkpoint_dir(config, chosen.recipe), "history.csv"), encoding="utf-8") as f:
-            artifacts.write_text(artifacts.staged(config.model_dir, "history.csv"), f.read())
+        fitting.stage_history(config, chosen.recipe)
         config = dataclasses.replace(config, arch=chosen.arch, image_size=chosen.image_size)
         devices.set_policy("float32")
         if not distribute.is_chief(strategy):
@@ -187,6 +151,7 @@ def _train(config, strategy, split, started, made_model_dir):
         model = devices.with_policy(chosen.model, "float32", copy=distribute.is_distributed(strategy))
         # Evaluate as predict.py will label, so the report matches what users get (the head on the
         # backbone's features computes exactly what the whole network does).
+        artifacts.write_text(artifacts.staged(config.model_dir, SUMMARY_FILE), models.summary_text(model))
         trainee = model if chosen.trainee is chosen.model else models.backbone_and_head(model)[1]
         chosen = dataclasses.replace(chosen, model=model, trainee=trainee)
         scored = evaluation.evaluate(
@@ -198,7 +163,7 @@ def _train(config, strategy, split, started, made_model_dir):
         resumable = _has_progress(config)
         # A fresh run that stopped on bad data, or failed before its first epoch, has nothing to resume.
         if not config.resume and (isinstance(error, UsageError) or not resumable):
-            shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
+            shutil.rmtree(fitting.checkpoint_dir(config), ignore_errors=True)
             if made_model_dir and set(os.listdir(config.model_dir)) <= {artifacts.LOCK_FILE}:
                 shutil.rmtree(config.model_dir)
         raise
@@ -248,7 +213,7 @@ def _train(config, strategy, split, started, made_model_dir):
     # The earlier model's exports go too: they would label with a model that is no longer there.
     artifacts.commit(artifacts.staged(config.model_dir), config.model_dir, REPORT_FILES + list(export.FILES.values()))
     # The run is complete: its resume state and best-epoch weights are in model.h5 now.
-    shutil.rmtree(os.path.join(config.model_dir, CHECKPOINTS), ignore_errors=True)
+    shutil.rmtree(fitting.checkpoint_dir(config), ignore_errors=True)
     evaluation.print_summary(metadata, config.model_dir)
     return 0
 
@@ -286,6 +251,26 @@ def start_checkpoints(config):
     artifacts.write_text(os.path.join(checkpoint_dir, "run.json"), json.dumps(dataclasses.asdict(config), indent=2))
 
 
+def _prepare(config, strategy, split, class_weights, deadline, color_mode):
+    """Builds the network, decodes every file once, leaves out the unreadable ones, finds the copies and writes
+    splits.csv: (the recipes.Job, the copies, seconds the copies took)."""
+    model = _build(config, strategy, split.class_names)
+    decoded, kept = _first_pass(config, model, split)
+    split = splits.drop_unreadable(split, decoded.errors, config.model_dir, config.strict)
+    checked = time.time()
+    split, copies = splits.check_copies(split, decoded, config)
+    copies_seconds = time.time() - checked
+    splits.write_splits(split, decoded.errors, config.model_dir)
+    job = recipes.Job(
+        config, strategy, split, outputs.encode_labels(split.labels, len(split.class_names)),
+        None if class_weights is None else class_weights[split.labels], decoded, model, deadline,
+        color_mode == "grayscale" or splits.looks_grayscale(split), kept,
+    )  # fmt: skip
+    if job.grayscale and recipes.plan(config) != ["features"]:
+        print("The training images are grey pictures: augmentation makes no mirrored copies of them.")
+    return job, copies, copies_seconds
+
+
 def _has_progress(config):
     """True when --model-dir holds an interrupted run that --resume can continue: an epoch or a recipe done."""
     folder = fitting.checkpoint_dir(config)
@@ -305,13 +290,19 @@ def _first_pass(config, model, split):
     parts = models.backbone_and_head(model)
     size, cache_bytes = config.image_size, config.cache_mb * 2**20
     cache_file = recipes.cache_file(config.model_dir, size)
+    kept_pass = os.path.join(fitting.checkpoint_dir(config), PASS_FILE)
+    decoded = data.load_decoded(kept_pass, split.paths) if parts and config.resume else None
+    if decoded:  # The images are decoded again when a recipe trains on them: a second of the backbone's minutes.
+        print(f"Kept the {parts[0].name} features computed before the interruption ({len(split.paths):,} files).")
+        return decoded, {}
     if parts:
-        keep = recipes.fine_tune.NAME in recipes.plan(config)
+        keep = recipes.keeps_images(config)
         images = data.image_cache(len(split.paths), size, cache_bytes, cache_file) if keep else None
         print(
             f"Computing {parts[0].name} features of every image at {size}x{size} px{' (keeping the images)' * keep}..."
         )
         decoded = data.extract_features(parts[0], split.paths, size, images=images)
+        data.save_decoded(kept_pass, decoded, split.paths)
         kept = f"{decoded.inputs.shape[1]} features per image" + (f", and the images {_where(images)}" if keep else "")
     else:
         print(f"Decoding and checking every image at {size}x{size} px...")
@@ -329,7 +320,7 @@ def _where(images):
 
 
 def _build(config, strategy, class_names):
-    """Builds the network under `strategy` (or loads --init-from), prints its size and writes summary.txt."""
+    """Builds the network under `strategy` (or loads --init-from) and prints its size."""
     with strategy.scope():
         if config.init_from:
             model = _earlier_model(config.init_from, class_names)
@@ -338,11 +329,9 @@ def _build(config, strategy, class_names):
                 config.arch, config.image_size, len(class_names), config.backbone_weights or None
             )
     trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
-    if distribute.is_chief(strategy):
-        artifacts.write_text(artifacts.staged(config.model_dir, SUMMARY_FILE), models.summary_text(model))
     print(
-        f"Network '{config.arch}': {model.count_params():,} parameters ({trainable:,} trainable), "
-        f"layers listed in {os.path.join(config.model_dir, SUMMARY_FILE)}."
+        f"Network '{config.arch}': {model.count_params():,} parameters ({trainable:,} trainable); the layers of "
+        f"the network kept will be listed in {os.path.join(config.model_dir, SUMMARY_FILE)}."
     )
     return model
 

@@ -66,6 +66,7 @@ class Page:
     copies: list = dataclasses.field(default_factory=list)  # dicts: image, other_image, path, other_path, kind, ...
     copies_note: str = ""
     skipped: list = dataclasses.field(default_factory=list)  # (path, reason)
+    recipes: list = dataclasses.field(default_factory=list)  # leaderboard rows: recipe, network, accuracy, ...
 
 
 def write(page, path):
@@ -77,6 +78,7 @@ def write(page, path):
         f"<title>{_text(page.title)}</title><style>{STYLE}</style></head><body>",
         f"<header><h1>{_text(page.title)}</h1><p>{_text(page.subtitle)}</p></header><main>",
         _summary(page),
+        _recipes(page),
         _balance(page),
         _scores(page),
         _plots(page),
@@ -130,6 +132,24 @@ def _summary(page):
     warnings = "".join(f'<div class="warn">{_text(line)}</div>' for line in page.warnings)
     rows = [[_text(name), _text(value)] for name, value in page.summary]
     return _section("Summary", warnings + _table([], rows, css="kv"))
+
+
+def _recipes(page):
+    if len(page.recipes) < 2:
+        return ""
+    rows = [
+        [_text(row["recipe"]), _text(row["network"])]
+        + (
+            [f"{row['accuracy']:.2%}", f"{row['balanced_accuracy']:.2%}", f"{row['loss']:.3f}", f"{row['seconds']:.0f}"]
+            if "accuracy" in row
+            else ["-"] * 4
+        )
+        + [_text(row["outcome"])]
+        for row in page.recipes
+    ]
+    header = ["recipe", "network", "accuracy", "balanced accuracy", "loss", "seconds", "outcome"]
+    note = "Each recipe tried, scored on the validation images (the test images never choose)."
+    return _section("Recipes tried", _table(header, rows, numeric=(2, 3, 4, 5)), note)
 
 
 def _balance(page):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -60,3 +60,24 @@ def run_shell(command, cwd, timeout=300):
     return subprocess.run(
         ["bash", "-c", command], cwd=cwd, env=_environment(), capture_output=True, text=True, timeout=timeout
     )
+
+
+def write_mirror_tree(root, per_class, size=48, seed=0):
+    """Grey pictures of an "L" on noise (class `left`: its foot to the right of its bar) and of its mirror image
+    (`right`), of random size, place and shade: a task that frozen ImageNet features, which barely tell an image
+    from its mirror image, cannot solve, and that networks trained on the pictures (without flips) learn."""
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(["left", "right"]):
+        folder = pathlib.Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            picture = Image.fromarray(rng.normal(128, 30, (size, size)).clip(0, 255).astype(np.uint8), "L")
+            draw = ImageDraw.Draw(picture)
+            side = int(rng.integers(size // 4, size // 2))
+            x, y = (int(value) for value in rng.integers(2, size - side - 2, 2))
+            shade = int(rng.integers(0, 60) if rng.random() < 0.5 else rng.integers(200, 256))
+            width = max(2, side // 4)
+            bar = x if label == 0 else x + side - width
+            draw.rectangle([bar, y, bar + width, y + side], fill=shade)
+            draw.rectangle([x, y + side - width, x + side, y + side], fill=shade)
+            picture.save(folder / f"{name}_{i}.png")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, class_image, write_class_tree
 
-from imgclf import devices, distribute, train
+from imgclf import devices, distribute, fitting
 from imgclf.cli import UsageError
 
 # Runs train_cnn.py with the CPU split into two logical devices, set before TensorFlow starts.
@@ -163,7 +163,7 @@ def test_multi_worker_two_processes_make_one_model_from_the_chief(tmp_path):
 def test_multi_worker_resumes_after_a_worker_is_killed(tmp_path):
     data_dir, model_dir = tiny_dataset(tmp_path / "Dataset"), tmp_path / "models"
     processes = start_cluster(data_dir, model_dir, "--epochs", "5")
-    partial = model_dir / "worker-1" / "checkpoints" / "history.csv"
+    partial = model_dir / "worker-1" / "checkpoints" / "scratch" / "history.csv"
     deadline = time.time() + 120
     while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) >= 3):
         time.sleep(0.2)
@@ -177,7 +177,7 @@ def test_multi_worker_resumes_after_a_worker_is_killed(tmp_path):
     (code1, out1, err1), (code0, out0, err0) = finish(processes)
     assert code0 == 0 and code1 == 0, out0 + err0[-2000:] + out1 + err1[-2000:]
     assert "Resuming the interrupted run" in out0 and "Resuming the interrupted run" in out1
-    history = train.read_history(model_dir / "history.csv")
+    history = fitting.read_history(model_dir / "history.csv")
     assert history["epoch"] == [0, 1, 2, 3, 4]  # Continued from the last complete epoch, to the same end.
     assert "Epoch 1/5" not in out0
 

@@ -24,9 +24,9 @@ def _start(args):
     )  # fmt: skip
 
 
-def _wait_for_epochs(model_dir, epochs, seconds=120):
-    """Waits until the run in `model_dir` has logged `epochs` complete epochs; returns its partial history."""
-    partial = model_dir / "checkpoints" / "history.csv"
+def _wait_for_epochs(model_dir, epochs, seconds=120, recipe="scratch"):
+    """Waits until `recipe`'s run in `model_dir` has logged `epochs` complete epochs; returns its partial history."""
+    partial = model_dir / "checkpoints" / recipe / "history.csv"
     deadline = time.time() + seconds
     while time.time() < deadline and not (partial.exists() and len(partial.read_text().splitlines()) > epochs):
         time.sleep(0.2)
@@ -69,7 +69,7 @@ def test_ctrl_c_then_resume_finishes_the_same_run(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Resuming the interrupted run" in result.stdout
     assert "Warning" not in result.stderr and "Skipping variable loading" not in result.stderr, result.stderr
-    history = train.read_history(model_dir / "history.csv")
+    history = fitting.read_history(model_dir / "history.csv")
     assert history["epoch"] == list(range(40))  # Continued, not restarted, and to the same final count.
     assert history["seconds"] == sorted(history["seconds"])
     metadata = json.loads((model_dir / "metadata.json").read_text())
@@ -106,7 +106,7 @@ def test_resumed_early_stopping_keeps_the_earlier_best_weights(tmp_path):
 def test_a_failing_fresh_run_keeps_an_interrupted_runs_state(tmp_path):
     import config
 
-    backup = tmp_path / "m" / "checkpoints" / "backup"
+    backup = tmp_path / "m" / "checkpoints" / "fine-tune" / "backup"
     backup.mkdir(parents=True)
     (backup / "latest.weights.h5").write_bytes(b"state of epoch 7")
     settings = config.TrainConfig(data_dir=str(tmp_path / "typo"), model_dir=str(tmp_path / "m"))

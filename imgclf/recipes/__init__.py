@@ -2,15 +2,17 @@
 --time-budget, cheapest first, and keeps the one that labels the validation images best (a test set never
 chooses).
 
-Each recipe is a module with NAME, `describe(config)` (what it trains, in a line) and
-`run(job, done) -> Result or why it was skipped` (`done`: the results of the recipes
-before it), fitting with `job.train_or_restore`:
+Each recipe is a module with NAME, MIN_EPOCHS (as a candidate of `auto`), `describe(config)`
+(what it trains, in a line) and `run(job, done, deadline, min_epochs) -> Result or why it
+was skipped` (`done`: the results of the recipes before it), fitting with
+`job.train_or_restore`:
 
 - features (`features.py`): the pretrained backbone frozen, the head trained on its features: seconds.
 - scratch (`scratch.py`): the compact network from random weights, on augmented images.
 - fine-tune (`fine_tune.py`): from the trained head, the backbone trained too (batch norm in inference mode).
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -18,13 +20,36 @@ import time
 import keras
 import numpy as np
 
-from imgclf import artifacts, data, fitting, metrics, models, outputs
+from imgclf import artifacts, evaluation, fitting, metrics, models, outputs, report
+from imgclf.cli import UsageError
 from imgclf.recipes import features, fine_tune, scratch
 from imgclf.recipes.job import DONE_FILE, Job, Result, cache_file, remove_caches  # noqa: F401 - the interface
 
 RECIPES = {recipe.NAME: recipe for recipe in (features, scratch, fine_tune)}  # auto tries them in this order
-CHOICES = ["auto", *RECIPES]
-LEADERBOARD_FILE = "leaderboard.json"  # in the checkpoints: the candidates done, for --resume
+LEADERBOARD_FILE = "leaderboard.json"  # in the checkpoints: the candidates done or skipped, for --resume
+
+
+def resolve(config, default_arch):
+    """`config` with --arch filled in for its --recipe (`compact` for scratch, else `default_arch`), once the
+    recipe is known to suit the network; else UsageError naming both flags."""
+    if config.recipe == scratch.NAME and config.arch and models.is_pretrained(config.arch) and not config.init_from:
+        raise UsageError(
+            f"--recipe scratch: --arch {config.arch} starts from ImageNet weights. Leave --arch out (compact), give "
+            "compact or simple, or choose another --recipe."
+        )
+    arch = config.arch or (scratch.ARCH if config.recipe == scratch.NAME else default_arch)
+    if config.recipe in (features.NAME, fine_tune.NAME) and not models.is_pretrained(arch):
+        raise UsageError(
+            f"--recipe {config.recipe}: the {arch} network has no pretrained backbone to "
+            f"{'freeze' if config.recipe == features.NAME else 'fine-tune'}. Choose a pretrained --arch (such as "
+            f"{default_arch}), or --recipe scratch."
+        )
+    if config.recipe == scratch.NAME and config.init_from and models.is_pretrained(arch):
+        raise UsageError(
+            f"--recipe scratch: --init-from {config.init_from} continues a pretrained network, and scratch starts "
+            "from random weights. Leave one of them out."
+        )
+    return dataclasses.replace(config, arch=arch)
 
 
 def plan(config):
@@ -37,15 +62,26 @@ def plan(config):
     return [features.NAME, fine_tune.NAME] if config.recipe == fine_tune.NAME else [config.recipe]
 
 
+def keeps_images(config):
+    """True when a recipe of `config`'s plan trains on the images at --image-size: the first pass keeps them."""
+    return models.is_pretrained(config.arch) and fine_tune.NAME in plan(config)
+
+
 def run(job):
-    """Runs the recipes of `plan`; returns (the chosen Result, the leaderboard: a dict per recipe)."""
+    """Runs the recipes of `plan`; returns (the chosen Result, the leaderboard: a dict per recipe).
+
+    `features` has no deadline (its epochs are seconds, and there is always a model); the
+    others get the budget's, and as candidates of `auto` their own minimum of epochs
+    (alone: at least one epoch, whatever the time left).
+    """
     config, names = job.config, plan(job.config)
     saved_file = os.path.join(fitting.checkpoint_dir(config), LEADERBOARD_FILE)
     saved = {}
-    if os.path.isfile(saved_file):  # --resume: the candidates that finished keep their figures
+    if os.path.isfile(saved_file):  # --resume: the candidates done or skipped keep their figures and outcome
         with open(saved_file, encoding="utf-8") as handle:
             saved = {row["recipe"]: row for row in json.load(handle)}
-    if config.recipe == "auto" and len(names) > 1:
+    choosing = config.recipe == "auto" and len(names) > 1
+    if choosing:
         budget = f"within the {config.time_budget:g}-minute budget" if job.deadline else "(no time budget)"
         print(
             f"Recipes to try {budget}, cheapest first; the best on the validation images is kept:\n"
@@ -54,34 +90,55 @@ def run(job):
         )
     results, board, weighted = {}, [], job.sample_weights is not None
     for name in names:
-        recipe, row = RECIPES[name], {"recipe": name, "network": _network(name, config)}
-        best = _best(results.values(), weighted)
-        if config.recipe == "auto" and best and best.validation["accuracy"] == 1 and name not in saved:
-            board.append({**row, "outcome": f"skipped: {best.recipe} labels every validation image right"})
-            continue
-        print(f"\n== {name}: {recipe.describe(config)} ==", flush=True)
-        started = time.time()
-        keras.utils.set_random_seed(config.seed)  # Each candidate as it would run alone, whatever ran before it.
-        result = recipe.run(job, results)
+        row = {"recipe": name, "network": _network(name, config)}
+        why = saved[name]["outcome"] if saved.get(name, {}).get("outcome", "").startswith("skipped") else None
+        why = why or (_why_not(name, job, results, weighted) if choosing and results else None)
+        deadline = None if name == features.NAME else job.deadline
+        minimum = RECIPES[name].MIN_EPOCHS if choosing else 0
+        result = None if why else _run_one(name, job, results, saved, deadline=deadline, min_epochs=minimum)
         if isinstance(result, str):
-            print(f"{name} skipped: {result}.", flush=True)
-            board.append({**row, "outcome": f"skipped: {result}"})
+            why = f"skipped: {result}"
+        if why:
+            print(f"{name} {why}.", flush=True)
+            board.append({**row, "outcome": why})
         else:
-            result.seconds = saved[name]["seconds"] if name in saved else round(time.time() - started, 1)
-            result.validation = score(job, result)
             results[name] = result
             board.append({**row, **result.validation, "seconds": result.seconds})
-            print(f"{name}: {describe_scores(result.validation)} on the validation images, {result.seconds:.0f} s.")
         artifacts.write_text(saved_file, json.dumps(board, indent=2))
-    chosen = results[names[-1]] if config.recipe != "auto" else _best(results.values(), weighted)
+    chosen = _best(results.values(), weighted) if choosing else results[names[-1]]
     for row in board:
         if row["recipe"] == chosen.recipe:
             row["outcome"] = "chosen"
         elif "outcome" not in row:
-            row["outcome"] = "not chosen" if config.recipe == "auto" else "the start of the recipe chosen"
-    if config.recipe == "auto" and len(results) > 1:
+            row["outcome"] = "not chosen" if choosing else "the start of the recipe chosen"
+    if choosing and len(results) > 1:
         print(f"\n{verdict(chosen, results.values(), weighted)}", flush=True)
     return chosen, board
+
+
+def _why_not(name, job, results, weighted):
+    """Why `auto` does not start candidate `name`, or None."""
+    best = _best(results.values(), weighted)
+    if best.validation["accuracy"] == 1:
+        return f"skipped: {best.recipe} labels every validation image right"
+    if job.deadline and time.time() >= job.deadline:
+        return f"skipped: the {job.config.time_budget:g}-minute budget was spent"
+    return None
+
+
+def _run_one(name, job, done, saved, **budget):
+    """Runs recipe `name`: its Result, scored on the validation images, or why it was skipped."""
+    recipe = RECIPES[name]
+    print(f"\n== {name}: {recipe.describe(job.config)} ==", flush=True)
+    started = time.time()
+    keras.utils.set_random_seed(job.config.seed)  # Each candidate as it would run alone, whatever ran before it.
+    result = recipe.run(job, done, **budget)
+    if isinstance(result, str):
+        return result
+    result.seconds = saved[name]["seconds"] if name in saved else round(time.time() - started, 1)
+    result.validation = score(job, result)
+    print(f"{name}: {describe_scores(result.validation)} on the validation images, {result.seconds:.0f} s.")
+    return result
 
 
 def _network(name, config):
@@ -90,14 +147,13 @@ def _network(name, config):
 
 
 def score(job, result):
-    """Accuracy, balanced accuracy and mean cross-entropy of `result` on the validation images."""
-    indices = job.split.validation
-    batches = data.batches(result.inputs, job.labels, indices, job.config.batch_size)
-    probabilities = outputs.class_probabilities(result.trainee.predict(batches, verbose=0))
-    truth = job.split.labels[indices]
-    predicted, _ = outputs.label_rows(probabilities)
-    counts = np.zeros((probabilities.shape[1],) * 2, np.int64)
-    np.add.at(counts, (truth, predicted), 1)
+    """Accuracy, balanced accuracy and mean cross-entropy of `result` on the validation images: the same for
+    every candidate, the most probable class (two classes: from 0.5, before any threshold is chosen), the
+    loss unweighted."""
+    truth, probabilities = evaluation.probabilities_of(
+        result.trainee, job.split, job.split.validation, result.inputs, job.labels, job.config
+    )
+    counts = report.confusion_matrix(truth, outputs.label_rows(probabilities)[0], probabilities.shape[1])
     return {
         "accuracy": round(float(np.trace(counts) / counts.sum()), 4),
         "balanced_accuracy": round(metrics.balanced_accuracy(counts), 4),

@@ -5,13 +5,16 @@ from imgclf import data, models
 from imgclf.recipes.job import Result, train_or_restore
 
 NAME = "features"
+MIN_EPOCHS = 1  # It runs first, without a deadline: there is always a model.
 
 
 def describe(config):
+    """What this recipe trains under `config`, in a line."""
     return f"{config.arch} at {config.image_size} px, frozen; its head trained on the features"
 
 
-def run(job, done):
+def run(job, done, deadline=None, min_epochs=0):
+    """Trains the head of `job.model` on the first pass's features (its epochs are seconds: no deadline)."""
     config = job.config
     with job.strategy.scope():  # The head is a model of its own; it trains under the strategy too.
         _, head = models.backbone_and_head(job.model)

@@ -10,6 +10,7 @@ has its backbone frozen again, so --init-from and every export see the usual str
 
 import keras
 
+from imgclf import models
 from imgclf.recipes.job import Result, augmentation, train_or_restore
 
 NAME = "fine-tune"
@@ -22,18 +23,20 @@ AUGMENTATION = {"rotation": 0.03, "zoom": 0.1, "shear": 0.0, "shift": 0.05, "fli
 
 
 def describe(config):
+    """What this recipe trains under `config`, in a line."""
     return f"{config.arch} at {config.image_size} px, every layer but batch normalization trained from the head"
 
 
 def set_backbone_trainable(model, trainable):
     """Makes the backbone's layers trainable (batch normalization excepted) or frozen again."""
-    backbone = model.layers[1]
+    backbone = models.backbone(model)
     backbone.trainable = trainable
     for layer in backbone.layers:
         layer.trainable = trainable and not isinstance(layer, keras.layers.BatchNormalization)
 
 
-def run(job, done):
+def run(job, done, deadline=None, min_epochs=0):
+    """Fine-tunes a copy of the features recipe's model: a Result, or why it was skipped."""
     config, start = job.config, done["features"]
     with job.strategy.scope():
         model = keras.models.clone_model(start.model)
@@ -42,8 +45,7 @@ def run(job, done):
     images = job.images(config.image_size)
     history, skipped = train_or_restore(
         job, model, images, NAME, learning_rate=LEARNING_RATE, epochs=config.epochs or EPOCHS,
-        augment=augmentation(job, AUGMENTATION), deadline=job.deadline,
-        min_epochs=MIN_EPOCHS if config.recipe == "auto" else 0,
+        augment=augmentation(job, AUGMENTATION), deadline=deadline, min_epochs=min_epochs,
     )  # fmt: skip
     if skipped:
         return skipped

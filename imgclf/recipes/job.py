@@ -16,6 +16,8 @@ FINAL_WEIGHTS = "final.weights.h5"
 
 @dataclasses.dataclass
 class Job:
+    """One training run as the recipes see it: its settings, data, first pass and deadline."""
+
     config: object  # the TrainConfig
     strategy: object  # the tf.distribute strategy
     split: object  # the splits.Split, unreadable files left out
@@ -50,6 +52,7 @@ def cache_file(model_dir, size):
 
 
 def remove_caches(model_dir):
+    """Removes the decoded-image caches a run left in `model_dir`."""
     for path in glob.glob(os.path.join(glob.escape(model_dir), ".decoded-*.npy")):
         os.remove(path)
 

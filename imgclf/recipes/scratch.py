@@ -20,11 +20,13 @@ def network(config):
 
 
 def describe(config):
+    """What this recipe trains under `config`, in a line."""
     arch, size = network(config)
     return f"{arch} at {size} px from random weights, on augmented images"
 
 
-def run(job, done):
+def run(job, done, deadline=None, min_epochs=0):
+    """Trains the network of `network(config)` on augmented images: a Result, or why it was skipped."""
     config = job.config
     arch, size = network(config)
     if arch == config.arch:
@@ -35,8 +37,7 @@ def run(job, done):
     images = job.images(size)
     history, skipped = train_or_restore(
         job, model, images, NAME, learning_rate=config.learning_rate, epochs=config.epochs or models.EPOCHS,
-        augment=augmentation(job, {}), deadline=job.deadline if done else None,
-        min_epochs=min(MIN_EPOCHS, config.epochs or MIN_EPOCHS),
+        augment=augmentation(job, {}), deadline=deadline, min_epochs=min(min_epochs, config.epochs or min_epochs),
     )  # fmt: skip
     if skipped:
         return skipped

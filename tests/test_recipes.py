@@ -1,0 +1,149 @@
+"""The recipes (features, scratch, fine-tune) and `auto`, which keeps the best on validation within a budget."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import ROOT, run_script, write_class_tree, write_mirror_tree
+from test_resume import _start, _wait_for_epochs
+
+from imgclf import fitting
+
+
+@pytest.fixture(scope="module")
+def mirrored(tmp_path_factory):
+    """A task frozen ImageNet features cannot solve (an "L" or its mirror image), trained with --recipe auto."""
+    root = tmp_path_factory.mktemp("recipes")
+    write_mirror_tree(root / "Dataset" / "Training_Set", per_class=60)
+    write_mirror_tree(root / "Dataset" / "Test_Set", per_class=20, seed=1)
+    result = run_script("train_cnn.py", "--data-dir", root / "Dataset", "--model-dir", root / "m", "--image-size", "48")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root, result
+
+
+@pytest.mark.slow
+def test_auto_tries_every_recipe_and_keeps_the_clearly_better_one(mirrored):
+    root, result = mirrored
+    metadata = json.loads((root / "m" / "metadata.json").read_text())
+    board = {row["recipe"]: row for row in metadata["leaderboard"]}
+    assert list(board) == ["features", "scratch", "fine-tune"]  # cheapest first, each one run
+    assert all("accuracy" in row and row["seconds"] > 0 for row in board.values()), board
+    chosen = metadata["training"]["recipe"]
+    assert chosen != "features" and board[chosen]["outcome"] == "chosen"
+    assert board[chosen]["accuracy"] == max(row["accuracy"] for row in board.values())
+    assert board[chosen]["accuracy"] >= board["features"]["accuracy"] + 0.15, board
+    assert metadata["architecture"] == ("compact" if chosen == "scratch" else "efficientnet_lite0")
+    # The first lines say what will be tried, the last which won and by how much.
+    assert "Recipes to try within the 10-minute budget, cheapest first" in result.stdout
+    assert f"Chosen: {chosen} (" in result.stdout and "points over" in result.stdout
+    assert "grey pictures: augmentation makes no mirrored copies" in result.stdout  # else the labels would flip
+    report = (root / "m" / "report.txt").read_text()
+    assert "== recipes tried (validation images) ==" in report and "not chosen" in report
+    page = (root / "m" / "report.html").read_text()
+    assert "Recipes tried" in page and f"<td>{chosen}</td>" in page
+    # The saved model labels the test pictures, which chose nothing, as well as validation said.
+    evaluated = run_script("predict.py", "--model-dir", root / "m", "--input", root / "Dataset" / "Test_Set",
+                           "--evaluate", "--output", root / "test.csv")  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert float(evaluated.stdout.split("accuracy: ", 1)[1].split()[0]) >= 0.8
+
+
+@pytest.mark.slow
+def test_a_spent_budget_skips_the_later_candidates_and_says_so(mirrored, tmp_path):
+    root, _ = mirrored
+    result = run_script("train_cnn.py", "--data-dir", root / "Dataset", "--model-dir", tmp_path / "m",
+                        "--image-size", "48", "--time-budget", "0.01")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    metadata = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    outcomes = {row["recipe"]: row["outcome"] for row in metadata["leaderboard"]}
+    assert outcomes["features"] == "chosen"  # the baseline always runs: a model in any case
+    assert outcomes["scratch"] == outcomes["fine-tune"] == "skipped: the 0.01-minute budget was spent"
+    assert "fine-tune skipped: the 0.01-minute budget is spent." in result.stdout
+
+
+class FakeClock:
+    """time.time() for fitting.py, moved on by a second at every training step."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def time(self):
+        return self.now
+
+
+@pytest.mark.parametrize("min_epochs, planned", [(2, 3), (4, None)])
+def test_fit_to_budget_plans_the_epochs_that_fit_or_stops_at_once(tmp_path, monkeypatch, min_epochs, planned):
+    clock = FakeClock()
+    monkeypatch.setattr(fitting, "time", clock)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1, activation="sigmoid")])
+    schedule = fitting.WarmupCosine(0.01, 10, 100)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy")
+    x, y = np.random.default_rng(0).normal(size=(40, 3)), np.random.default_rng(1).integers(0, 2, (40, 1))
+    tick = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: setattr(clock, "now", clock.now + 1))
+    # 10 steps an epoch at a second each (and no validation): 3 epochs fit in 35 seconds, not 4.
+    budget = fitting.FitToBudget(clock.now + 35, schedule, 10, 10, min_epochs, str(tmp_path / "plan.json"), 0.0)
+    if planned:
+        history = model.fit(x, y, batch_size=4, epochs=10, callbacks=[tick, budget], verbose=0)
+        assert budget.planned == planned and len(history.history["loss"]) == planned and budget.skipped is None
+        assert float(schedule.total_steps.numpy()) == 10 * planned  # the cosine ends with the last epoch
+        assert json.loads((tmp_path / "plan.json").read_text()) == {"epochs": planned}  # what --resume reads back
+    else:
+        with pytest.raises(fitting.OutOfBudget, match=r"^4 epoch\(s\) need about 0.7 min; 0.6 min of the budget"):
+            model.fit(x, y, batch_size=4, epochs=10, callbacks=[tick, budget], verbose=0)
+        assert clock.now == 1000 + 6 and not (tmp_path / "plan.json").exists()  # stopped after the timed steps
+
+
+def test_warmup_cosine_warms_up_then_decays_to_zero_at_the_planned_step():
+    schedule = fitting.WarmupCosine(0.01, 10, 110)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 60, 110, 200)]
+    np.testing.assert_allclose(rates, [0.001, 0.0055, 0.01, 0.005, 0.0, 0.0], atol=1e-7)
+    schedule.total_steps.assign(60.0)  # FitToBudget shortened the run: the same decay, over fewer steps
+    np.testing.assert_allclose(float(schedule(35)), 0.005, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_fine_tune_then_resume_finishes_and_the_export_labels_alike(tmp_path):
+    data_dir, model_dir = tmp_path / "Dataset", tmp_path / "models"
+    write_class_tree(data_dir / "Training_Set", ["cats", "dogs"], per_class=20)
+    write_class_tree(data_dir / "Predict", ["x", "y"], per_class=4, start_seed=500)
+    args = [sys.executable, str(ROOT / "train_cnn.py"), "--data-dir", str(data_dir), "--model-dir", str(model_dir),
+            "--recipe", "fine-tune", "--epochs", "20", "--patience", "100", "--image-size", "32"]  # fmt: skip
+    process = _start(args)
+    partial = _wait_for_epochs(model_dir, 1, recipe="fine-tune")
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "python train_cnn.py --resume --model-dir" in stderr and "Traceback" not in stderr
+    done_before = len(partial.read_text().splitlines()) - 1
+    assert 1 <= done_before < 20
+
+    result = subprocess.run([*args[:2], "--resume", "--model-dir", str(model_dir)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Kept the efficientnet_lite0 features computed before the interruption (40 files)." in result.stdout
+    assert "features: finished before the interruption; its weights are kept." in result.stdout
+    history = fitting.read_history(model_dir / "history.csv")
+    assert history["epoch"] == list(range(20))  # the fine-tune continued, to the same final count
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    assert metadata["training"]["recipe"] == "fine-tune" and metadata["training"]["peak_learning_rate"] == 3e-4
+    assert [row["outcome"] for row in metadata["leaderboard"]] == ["the start of the recipe chosen", "chosen"]
+
+    # The fine-tuned network exports, and its ONNX file labels as the Keras model does.
+    exported = run_script("predict.py", "--model-dir", model_dir, "--export", "onnx")
+    assert exported.returncode == 0, exported.stderr
+    rows = {}
+    for model in ("model.h5", "model.onnx"):
+        output = tmp_path / f"{model}.csv"
+        labeled = run_script("predict.py", "--model", model_dir / model, "--input", data_dir / "Predict",
+                             "--output", output)  # fmt: skip
+        assert labeled.returncode == 0, labeled.stderr
+        with open(output, newline="") as handle:
+            rows[model] = {row["path"]: (row["label"], float(row["confidence"])) for row in csv.DictReader(handle)}
+    assert rows["model.h5"].keys() == rows["model.onnx"].keys() and len(rows["model.h5"]) == 8
+    for name, (label, confidence) in rows["model.h5"].items():
+        assert rows["model.onnx"][name][0] == label and abs(rows["model.onnx"][name][1] - confidence) < 1e-3
