@@ -146,7 +146,7 @@ class FitToBudget(keras.callbacks.Callback):
         if fit < self.min_epochs:
             self.skipped = (
                 f"{self.min_epochs} epoch(s) need about {self.min_epochs * epoch_seconds / 60:.1f} min; "
-                f"{max(0.0, left) / 60:.1f} min of the budget were left"
+                f"{max(0.0, left) / 60:.1f} min were left for it"
             )
             raise OutOfBudget(self.skipped)
         self._plan(min(self.epochs, max(fit, self.epoch + 1)))

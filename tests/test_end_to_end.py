@@ -55,6 +55,8 @@ def trained(tmp_path_factory):
         "32",
         "--batch-size",
         "8",
+        "--recipe",
+        "features",  # One epoch of each recipe would prove nothing more: tests/test_recipes.py tries them.
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return root, data_dir, model_dir, result

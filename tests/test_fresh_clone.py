@@ -17,7 +17,7 @@ from conftest import ROOT, class_image, run_script, run_shell, write_class_tree
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--epochs", "1", "--image-size", "32", "--batch-size", "8"]
+FAST = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--recipe", "features"]  # recipes: test_recipes
 
 
 def _clone(destination):

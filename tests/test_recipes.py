@@ -94,7 +94,7 @@ def test_fit_to_budget_plans_the_epochs_that_fit_or_stops_at_once(tmp_path, monk
         assert float(schedule.total_steps.numpy()) == 10 * planned  # the cosine ends with the last epoch
         assert json.loads((tmp_path / "plan.json").read_text()) == {"epochs": planned}  # what --resume reads back
     else:
-        with pytest.raises(fitting.OutOfBudget, match=r"^4 epoch\(s\) need about 0.7 min; 0.6 min of the budget"):
+        with pytest.raises(fitting.OutOfBudget, match=r"^4 epoch\(s\) need about 0.7 min; 0.6 min were left for it$"):
             model.fit(x, y, batch_size=4, epochs=10, callbacks=[tick, budget], verbose=0)
         assert clock.now == 1000 + 6 and not (tmp_path / "plan.json").exists()  # stopped after the timed steps
 

@@ -71,8 +71,8 @@ def run(job):
     """Runs the recipes of `plan`; returns (the chosen Result, the leaderboard: a dict per recipe).
 
     `features` has no deadline (its epochs are seconds, and there is always a model); the
-    others get the budget's, and as candidates of `auto` their own minimum of epochs
-    (alone: at least one epoch, whatever the time left).
+    others get the budget's (as candidates of `auto`, an equal share of the time left) and
+    their own minimum of epochs (alone: at least one epoch, whatever the time left).
     """
     config, names = job.config, plan(job.config)
     saved_file = os.path.join(fitting.checkpoint_dir(config), LEADERBOARD_FILE)
@@ -89,11 +89,11 @@ def run(job):
             end="",
         )
     results, board, weighted = {}, [], job.sample_weights is not None
-    for name in names:
+    for position, name in enumerate(names):
         row = {"recipe": name, "network": _network(name, config)}
         why = saved[name]["outcome"] if saved.get(name, {}).get("outcome", "").startswith("skipped") else None
         why = why or (_why_not(name, job, results, weighted) if choosing and results else None)
-        deadline = None if name == features.NAME else job.deadline
+        deadline = None if name == features.NAME else _deadline(job, len(names) - position if choosing else 1)
         minimum = RECIPES[name].MIN_EPOCHS if choosing else 0
         result = None if why else _run_one(name, job, results, saved, deadline=deadline, min_epochs=minimum)
         if isinstance(result, str):
@@ -114,6 +114,14 @@ def run(job):
     if choosing and len(results) > 1:
         print(f"\n{verdict(chosen, results.values(), weighted)}", flush=True)
     return chosen, board
+
+
+def _deadline(job, sharing):
+    """A candidate's deadline: an equal share of the time left among the `sharing` candidates still to run (itself
+    included), so a cheap one does not leave a better one no time; the last one takes all that is left."""
+    if job.deadline is None:
+        return None
+    return time.time() + max(0.0, job.deadline - time.time()) / sharing
 
 
 def _why_not(name, job, results, weighted):
