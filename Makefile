@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench bench-long clean
+.PHONY: demo test lint bench bench-long bench-recipes clean
 
 $(VENV)/installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ bench: $(VENV)/installed
 	$(PY) bench/memory.py
 	$(PY) bench/report_cost.py
 	$(PY) bench/devices.py
+
+# The recipes on public datasets unlike ImageNet and on the shared photos (about two hours on 2 cores).
+bench-recipes: $(VENV)/installed
+	$(PY) bench/datasets.py
+	$(PY) bench/recipes.py --dataset chest_xray --dataset sign_digits --dataset clothing
+	$(PY) bench/recipes.py --dataset cats_dogs --recipe features --recipe auto --budget 5
 
 # The documented longer setting (about an hour on 2 cores).
 bench-long: $(VENV)/installed

@@ -134,9 +134,13 @@ class FitToBudget(keras.callbacks.Callback):
             self._decide((time.time() - self.timed_from) / batch * self.steps * (1 + self.validation_share / 3))
 
     def on_epoch_end(self, epoch, logs=None):
+        took = time.time() - self.epoch_started
         if self.planned is None and self.steps < 2 and epoch >= 1:  # the first epoch compiled: time the second
-            self._decide(time.time() - self.epoch_started)
+            self._decide(took)
         if self.planned is not None and epoch + 1 >= self.planned:
+            self.model.stop_training = True
+        elif self.planned is not None and time.time() + took / 2 > self.deadline:  # Slower than its first steps said.
+            print(f"Stopping after {epoch + 1} epoch(s): another would end past the time for this run.", flush=True)
             self.model.stop_training = True
 
     def _decide(self, epoch_seconds):

@@ -76,8 +76,8 @@ class FakeClock:
         return self.now
 
 
-@pytest.mark.parametrize("min_epochs, planned", [(2, 3), (4, None)])
-def test_fit_to_budget_plans_the_epochs_that_fit_or_stops_at_once(tmp_path, monkeypatch, min_epochs, planned):
+@pytest.mark.parametrize("min_epochs, planned, slower", [(2, 3, 0), (4, None, 0), (2, 3, 2)])
+def test_fit_to_budget_plans_the_epochs_that_fit_or_stops_at_once(tmp_path, monkeypatch, min_epochs, planned, slower):
     clock = FakeClock()
     monkeypatch.setattr(fitting, "time", clock)
     keras.utils.set_random_seed(0)
@@ -85,10 +85,17 @@ def test_fit_to_budget_plans_the_epochs_that_fit_or_stops_at_once(tmp_path, monk
     schedule = fitting.WarmupCosine(0.01, 10, 100)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy")
     x, y = np.random.default_rng(0).normal(size=(40, 3)), np.random.default_rng(1).integers(0, 2, (40, 1))
-    tick = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: setattr(clock, "now", clock.now + 1))
+    # A second a step; with `slower`, that many more once the first 6 steps have been timed.
+    ticks = iter(range(1000))
+    tick = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: setattr(clock, "now", clock.now + 1 + slower * (next(ticks) >= 6))
+    )
     # 10 steps an epoch at a second each (and no validation): 3 epochs fit in 35 seconds, not 4.
     budget = fitting.FitToBudget(clock.now + 35, schedule, 10, 10, min_epochs, str(tmp_path / "plan.json"), 0.0)
-    if planned:
+    if planned and slower:  # 18 s for the first epoch, 30 for the second: a third would end past the deadline
+        history = model.fit(x, y, batch_size=4, epochs=10, callbacks=[tick, budget], verbose=0)
+        assert budget.planned == planned and len(history.history["loss"]) == 2 and clock.now == 1000 + 48
+    elif planned:
         history = model.fit(x, y, batch_size=4, epochs=10, callbacks=[tick, budget], verbose=0)
         assert budget.planned == planned and len(history.history["loss"]) == planned and budget.skipped is None
         assert float(schedule.total_steps.numpy()) == 10 * planned  # the cosine ends with the last epoch
