@@ -21,6 +21,7 @@ LOGS = "logs"
 PROBE_STEPS = 5  # training steps timed after the first (which compiles) to estimate an epoch's time
 
 
+@keras.saving.register_keras_serializable(package="imgclf")  # clone_model rebuilds a compiled model's optimizer
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """A linear warm-up from a tenth of `peak` to `peak` over `warmup_steps`, then a cosine decay to zero at
     `total_steps`, which `FitToBudget` may shorten once it has timed the first steps (a variable, read at

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 
+import keras
 import numpy as np
 import pytest
 from conftest import run_script, write_class_tree
@@ -117,16 +118,24 @@ def test_init_from_an_earlier_model_with_another_class(trained, tmp_path):
     write_class_tree(data_dir / "Training_Set", ["birds", "cats", "dogs"], per_class=8)
     new_dir = tmp_path / "models"
     result = run_script("train_cnn.py", "--data-dir", data_dir, "--model-dir", new_dir, "--init-from", model_dir,
-                        "--epochs", "1", "--batch-size", "8", "--validation-split", "0.25")  # fmt: skip
+                        "--epochs", "1", "--batch-size", "8", "--validation-split", "0.25",
+                        "--recipe", "fine-tune")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "its classes ['cats', 'dogs'] differ, so its body is kept" in result.stdout
     metadata = json.loads((new_dir / "metadata.json").read_text())
     assert metadata["class_names"] == ["birds", "cats", "dogs"] and metadata["image_size"] == 32
-    assert metadata["architecture"] == "efficientnet_lite0"
+    assert metadata["architecture"] == "efficientnet_lite0" and metadata["training"]["recipe"] == "fine-tune"
+    assert [row["recipe"] for row in metadata["leaderboard"]] == ["features", "fine-tune"]  # the head first
     earlier, now = (artifacts.load_model(str(folder / "model.h5")) for folder in (model_dir, new_dir))
-    assert now.output_shape == (None, 3)
-    for old, new in zip(earlier.layers[1].get_weights(), now.layers[1].get_weights()):
-        np.testing.assert_array_equal(old, new)  # The ImageNet body, as it was.
+    assert now.output_shape == (None, 3) and not now.layers[1].trainable  # frozen again once fine-tuned
+    changed = set()
+    for old, new in zip(earlier.layers[1].layers, now.layers[1].layers):
+        for old_weights, new_weights in zip(old.get_weights(), new.get_weights()):
+            if isinstance(old, keras.layers.BatchNormalization):  # kept in inference mode: its statistics too
+                np.testing.assert_array_equal(old_weights, new_weights)
+            elif not np.array_equal(old_weights, new_weights):
+                changed.add(type(old).__name__)
+    assert {"Conv2D", "DepthwiseConv2D"} <= changed  # the ImageNet body itself was fine-tuned
     result = run_script("train_cnn.py", "--data-dir", data_dir, "--model-dir", new_dir, "--init-from", model_dir,
                         "--image-size", "64")  # fmt: skip
     assert result.returncode == 2 and "continues its efficientnet_lite0 network at 32 px" in result.stderr

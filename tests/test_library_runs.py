@@ -49,9 +49,10 @@ def test_ctrl_c_keeps_every_labeled_row_and_resume_labels_each_file_once(tmp_pat
     photos = _tiny_images(tmp_path / "photos", 3000)
     output = tmp_path / "predictions.csv"
     command = _predict("--model-dir", model_dir, "--input", photos, "--output", output, "--batch-size", "1")
-    process = subprocess.Popen(
-        command, env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    process = subprocess.Popen(  # SIGINT as a terminal leaves it (a background shell would have it ignored)
+        command, env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline and (not output.exists() or len(output.read_text().splitlines()) < 20):
         time.sleep(0.05)

@@ -69,8 +69,8 @@ def test_training_writes_one_self_contained_page_with_every_section(trained):
     root, _ = trained
     page = _structure(root / "m" / "report.html")
     assert page.headings == [
-        "Summary", "Class balance", "Scores", "Plots", "Top losses", "Possible label errors", "Duplicates",
-        "Skipped files",
+        "Summary", "Recipes tried", "Class balance", "Scores", "Plots", "Top losses", "Possible label errors",
+        "Duplicates", "Skipped files",
     ]  # fmt: skip
     assert page.images and all(
         src.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for src in page.images

@@ -190,8 +190,11 @@ def test_ctrl_c_during_the_commit_waits_for_it_and_says_the_model_was_saved(tmp_
         replace(source, destination)
 
     monkeypatch.setattr(os, "replace", replace_then_ctrl_c)
+    # Python's own Ctrl-C handler, also when the tests were started in the background (SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt, match=r"the new model and its reports were saved in .*m all the same"):
         artifacts.commit(str(staging), str(model_dir), ["report.txt"])
+    signal.signal(signal.SIGINT, previous)
     assert moved == ["report.txt", "model.h5", "metadata.json"]  # all of them, metadata.json last
     assert all((model_dir / name).read_text() == "new" for name in moved)
     assert not (model_dir / ".tmp-123-report.html").exists()  # a killed write's leftover is not committed

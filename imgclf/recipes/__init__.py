@@ -92,7 +92,7 @@ def run(job):
     for position, name in enumerate(names):
         row = {"recipe": name, "network": _network(name, config)}
         why = saved[name]["outcome"] if saved.get(name, {}).get("outcome", "").startswith("skipped") else None
-        why = why or (_why_not(name, job, results, weighted) if choosing and results else None)
+        why = why or (_why_not(job, results, weighted) if choosing and results else None)
         deadline = None if name == features.NAME else _deadline(job, len(names) - position if choosing else 1)
         minimum = RECIPES[name].MIN_EPOCHS if choosing else 0
         result = None if why else _run_one(name, job, results, saved, deadline=deadline, min_epochs=minimum)
@@ -124,8 +124,8 @@ def _deadline(job, sharing):
     return time.time() + max(0.0, job.deadline - time.time()) / sharing
 
 
-def _why_not(name, job, results, weighted):
-    """Why `auto` does not start candidate `name`, or None."""
+def _why_not(job, results, weighted):
+    """Why `auto` does not start its next candidate, or None."""
     best = _best(results.values(), weighted)
     if best.validation["accuracy"] == 1:
         return f"skipped: {best.recipe} labels every validation image right"
@@ -187,6 +187,7 @@ def _best(results, weighted):
 
 
 def describe_scores(scores):
+    """A candidate's validation figures, in words."""
     return f"accuracy {scores['accuracy']:.2%} (balanced {scores['balanced_accuracy']:.2%}), loss {scores['loss']:.3f}"
 
 
