@@ -27,6 +27,7 @@ PRETRAINED = [
 ]
 ARCHITECTURES = [*PRETRAINED, "compact", "simple"]
 RECIPES = ["auto", "features", "fine-tune", "scratch"]  # `imgclf/recipes/` runs them
+TTA_MODES = ["auto", "flip", "none"]  # `imgclf/tta.py`
 
 
 def setting(default, help, *, low=None, high=None, choices=None, nargs=None, kind=None, shown=None):
@@ -87,6 +88,13 @@ class TrainConfig(_Checked):
         "does not fit; 0 for no limit",
         low=0.0,
         high=100000.0,
+    )
+    tta: str = setting(
+        "auto",
+        "test-time flip built into the saved model (each picture and its mirror image labeled, the answers "
+        "averaged; twice the model's work): auto keeps it when it labels more validation images right, never "
+        "for grey pictures; flip always; none never",
+        choices=TTA_MODES,
     )
     image_size: int | None = setting(
         None,

@@ -96,24 +96,36 @@ def image_cache(count, image_size, cache_bytes, cache_file):
     return np.lib.format.open_memmap(cache_file, mode="w+", dtype=np.uint8, shape=shape)
 
 
-def extract_features(backbone, paths, image_size, batch_size=64, images=None):
+PACE_BATCHES = 2  # batches after the compiling one that time the backbone for `extract_features`'s `still_keep`
+
+
+def extract_features(backbone, paths, image_size, batch_size=64, images=None, still_keep=None):
     """Decodes every file once and runs it through a frozen `backbone`: one feature vector per file; a `Decoded`.
 
     What a pretrained model's head is trained on. Only the features are kept, not
     the images (8000 photos: 41 MB instead of 1.2 GB at 224 px), unless `images`
     (an array from `image_cache`) is given to keep them in too, for fine-tuning; the
     decoding of the next batches overlaps the backbone's work on this one. A file that
-    could not be read has zeros for features.
+    could not be read has zeros for features. `still_keep(seconds per image)`, asked once
+    with the backbone's pace after its first batches, may answer False: the images are
+    not kept from then on (the caller lets go of `images`).
     """
     features = np.zeros((len(paths), backbone.output.shape[-1]), np.float32)
     # A plain compiled call on one device: under a MirroredStrategy, predict_on_batch would split
     # the batch over the replicas and hand back more rows than it was given.
     forward = tf.function(lambda pixels: backbone(pixels, training=False), reduce_retracing=True)
+    timed = []  # (images, seconds) of each batch through the backbone; the first one compiles
 
     def store(start, batch_images):
+        nonlocal images
         # A NumPy float32 batch: an eager uint8 tensor made the backbone half as fast (measured, TF 2.21 CPU).
         pixels = np.asarray(batch_images, np.float32)
+        began = time.perf_counter()
         features[start : start + len(pixels)] = np.asarray(forward(pixels), np.float32)
+        timed.append((len(pixels), time.perf_counter() - began))
+        if images is not None and still_keep and len(timed) == PACE_BATCHES + 1:
+            counted, seconds = np.sum(timed[1:], axis=0)
+            images = images if still_keep(seconds / counted) else None
         if images is not None:
             images[start : start + len(pixels)] = batch_images
 

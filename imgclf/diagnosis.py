@@ -361,6 +361,8 @@ def _training_summary(metadata, split, copies, findings):
         ("images", f"{len(split.train):,} training, {len(split.validation):,} validation, {len(split.test):,} test, "
                    f"{training['skipped_files']:,} skipped (unreadable)"),
         ("network", f"{metadata['architecture']}, {metadata['image_size']} px, {metadata['color_mode']}"),
+        ("test-time flip", ("kept" if metadata["test_time_flip"]["used"] else "not kept")
+                           + f" ({metadata['test_time_flip']['why']})"),
         ("training", f"{training['recipe']}: {training['epochs_run']} epochs (best: {training['best_epoch']}), "
                      f"{training['seconds'] / 60:.1f} min in all"),
         ("where it ran", f"{metadata['hardware']}: {metadata['devices']}, {metadata['trained_with']} arithmetic"),

@@ -62,6 +62,18 @@ def probabilities_of(model, split, indices, images, labels, config):
     return split.labels[indices], outputs.class_probabilities(model.predict(batches, verbose=0))
 
 
+def validation_scores(truth, probabilities):
+    """Accuracy, balanced accuracy and mean cross-entropy of `probabilities` (one row per image) against the
+    true class indices: the most probable class (two classes: from 0.5, before any threshold is chosen),
+    the loss unweighted. What `auto` chooses candidates by, and --tta decides on."""
+    counts = report.confusion_matrix(truth, outputs.label_rows(probabilities)[0], probabilities.shape[1])
+    return {
+        "accuracy": round(float(np.trace(counts) / counts.sum()), 4),
+        "balanced_accuracy": round(metrics.balanced_accuracy(counts), 4),
+        "loss": round(float(-np.mean(np.log(np.clip(probabilities[np.arange(len(truth)), truth], 1e-12, 1)))), 4),
+    }
+
+
 def _provenance(split, threshold):
     chose = "the best epoch" + (" and the threshold" if threshold is not None else "")
     lines = [f"chosen on: {split.validation_source}, {len(split.validation)} images ({chose})"]

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from imgclf import tta
 from imgclf.cli import UsageError
 
 OVERLAY_OPACITY = 0.45
@@ -28,6 +29,7 @@ class GradCam:
     """Grad-CAM heat maps of a Keras classifier (which takes 0-255 pixels, as every model here does)."""
 
     def __init__(self, model):
+        model = tta.unwrap(model)  # The network itself: a map of where it looked in the picture as given.
         self.model = model
         self._feature_layer = _last_feature_layer(model)
         if self._feature_layer is None:

@@ -27,6 +27,7 @@ from imgclf import (
     outputs,
     recipes,
     splits,
+    tta,
 )
 from imgclf.cli import UsageError
 
@@ -153,9 +154,10 @@ def _train(config, strategy, split, started, made_model_dir):
         # backbone's features computes exactly what the whole network does).
         artifacts.write_text(artifacts.staged(config.model_dir, SUMMARY_FILE), models.summary_text(model))
         trainee = model if chosen.trainee is chosen.model else models.backbone_and_head(model)[1]
-        chosen = dataclasses.replace(chosen, model=model, trainee=trainee)
+        chosen, flip = tta.choose(job, dataclasses.replace(chosen, model=model, trainee=trainee))
+        model = chosen.model  # with the test-time flip built in when it was kept
         scored = evaluation.evaluate(
-            devices.inference_model(trainee), config, split, chosen.inputs, job.labels, history,
+            devices.inference_model(chosen.trainee), config, split, chosen.inputs, job.labels, history,
             recipes.leaderboard_text(board),
         )  # fmt: skip
         threshold, how, figures = scored["threshold"], scored["how"], scored["figures"]
@@ -204,6 +206,7 @@ def _train(config, strategy, split, started, made_model_dir):
             "seconds": round(time.time() - started, 1),
         },
         "leaderboard": board,
+        "test_time_flip": flip,
         "versions": library_versions(),
     }
     reported = time.time()
@@ -255,7 +258,7 @@ def _prepare(config, strategy, split, class_weights, deadline, color_mode):
     """Builds the network, decodes every file once, leaves out the unreadable ones, finds the copies and writes
     splits.csv: (the recipes.Job, the copies, seconds the copies took)."""
     model = _build(config, strategy, split.class_names)
-    decoded, kept = _first_pass(config, model, split)
+    decoded, kept, skipped = _first_pass(config, model, split, deadline)
     split = splits.drop_unreadable(split, decoded.errors, config.model_dir, config.strict)
     checked = time.time()
     split, copies = splits.check_copies(split, decoded, config)
@@ -264,7 +267,7 @@ def _prepare(config, strategy, split, class_weights, deadline, color_mode):
     job = recipes.Job(
         config, strategy, split, outputs.encode_labels(split.labels, len(split.class_names)),
         None if class_weights is None else class_weights[split.labels], decoded, model, deadline,
-        color_mode == "grayscale" or splits.looks_grayscale(split), kept,
+        color_mode == "grayscale" or splits.looks_grayscale(split), kept, skipped,
     )  # fmt: skip
     if job.grayscale and recipes.plan(config) != ["features"]:
         print("The training images are grey pictures: augmentation makes no mirrored copies of them.")
@@ -281,11 +284,12 @@ def _has_progress(config):
     )
 
 
-def _first_pass(config, model, split):
-    """Decodes every file once: (data.Decoded, {image size: images kept}).
+def _first_pass(config, model, split, deadline):
+    """Decodes every file once: (data.Decoded, {image size: images kept}, {recipe: why auto skips it}).
 
     A pretrained network's frozen backbone computes its features of each image in the
-    same pass; the images themselves are kept too when a recipe to come trains on them.
+    same pass; the images themselves are kept too when a recipe to come trains on them
+    (unless, timed on the first batches, fine-tuning could not fit `deadline` anyway).
     """
     parts = models.backbone_and_head(model)
     size, cache_bytes = config.image_size, config.cache_mb * 2**20
@@ -294,15 +298,28 @@ def _first_pass(config, model, split):
     decoded = data.load_decoded(kept_pass, split.paths) if parts and config.resume else None
     if decoded:  # The images are decoded again when a recipe trains on them: a second of the backbone's minutes.
         print(f"Kept the {parts[0].name} features computed before the interruption ({len(split.paths):,} files).")
-        return decoded, {}
+        return decoded, {}, {}
+    skipped = {}
     if parts:
         keep = recipes.keeps_images(config)
         images = data.image_cache(len(split.paths), size, cache_bytes, cache_file) if keep else None
         print(
             f"Computing {parts[0].name} features of every image at {size}x{size} px{' (keeping the images)' * keep}..."
         )
-        decoded = data.extract_features(parts[0], split.paths, size, images=images)
+
+        def still_keep(seconds_per_image):
+            # Time left once the pass ends (its forward passes are most of it) for what comes after it.
+            left = deadline - time.time() - len(split.paths) * seconds_per_image
+            why = recipes.fine_tune.too_long(len(split.train), len(split.validation), seconds_per_image, left)
+            if why:
+                skipped[recipes.fine_tune.NAME] = f"skipped: {why}"
+                print(f"Not keeping the images: {recipes.fine_tune.NAME} will not fit ({why}).", flush=True)
+            return not why
+
+        timed = keep and deadline and config.recipe == "auto"
+        decoded = data.extract_features(parts[0], split.paths, size, images=images, still_keep=timed and still_keep)
         data.save_decoded(kept_pass, decoded, split.paths)
+        keep = keep and not skipped
         kept = f"{decoded.inputs.shape[1]} features per image" + (f", and the images {_where(images)}" if keep else "")
     else:
         print(f"Decoding and checking every image at {size}x{size} px...")
@@ -312,7 +329,7 @@ def _first_pass(config, model, split):
         f"Decoded and checked {len(split.paths):,} files in {decoded.seconds:.0f} s "
         f"({len(split.paths) / max(decoded.seconds, 1e-9):.0f} images/s); kept {kept}."
     )
-    return decoded, ({size: images} if keep else {})
+    return decoded, ({size: images} if keep else {}), skipped
 
 
 def _where(images):
@@ -343,6 +360,7 @@ def _earlier_model(folder, class_names):
     artifacts.check_checksum(model_file, metadata)
     model = artifacts.load_model(model_file)
     artifacts.check_matches_metadata(model, model_file, metadata)
+    model = tta.unwrap(model)  # This run decides the test-time flip again.
     model = devices.with_policy(model, keras.mixed_precision.global_policy().name)
     if metadata["class_names"] == list(class_names):
         print(f"Starting from the model in {folder} (same classes): all its weights.")

@@ -121,3 +121,29 @@ def test_too_few_images_for_every_device_a_batch_is_refused():
         data.replica_batches(TwoReplicas(), images, np.zeros(5), np.arange(5), 4, seed=1)
     one = tf.distribute.get_strategy()
     assert data.replica_batches(one, images, np.zeros(5, np.float32), np.arange(5), 4).cardinality() == 2
+
+
+def test_features_pass_keeps_the_images_until_told_they_will_not_be_needed(tmp_path):
+    import keras
+
+    paths = []
+    for i in range(10):
+        path = tmp_path / f"{i}.png"
+        class_image(i % 2, i, size=16).save(path)
+        paths.append(str(path))
+    inputs = keras.Input((16, 16, 3))
+    backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs)))
+    asked = []
+    for answer in (True, False):
+
+        def still_keep(seconds, answer=answer):
+            asked.append(seconds)
+            return answer
+
+        images = np.zeros((10, 16, 16, 3), np.uint8)
+        decoded = data.extract_features(backbone, paths, 16, batch_size=2, images=images, still_keep=still_keep)
+        kept = (data.PACE_BATCHES + 1) * 2  # the images of the batches that timed the backbone
+        assert decoded.inputs.shape == (10, 4) and np.all(decoded.inputs.any(axis=1))  # every file's features
+        assert images[:kept].any(axis=(1, 2, 3)).all()
+        assert images[kept:].any(axis=(1, 2, 3)).all() == answer  # told False: the later images are not written
+    assert len(asked) == 2 and all(seconds > 0 for seconds in asked)  # asked once per pass, with the pace

@@ -9,7 +9,9 @@ import shutil
 import keras
 import numpy as np
 import pytest
-from conftest import run_script, write_class_tree
+from conftest import class_image, run_script, write_class_tree
+
+from imgclf import tta
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +60,8 @@ def trained(tmp_path_factory):
         "8",
         "--recipe",
         "features",  # One epoch of each recipe would prove nothing more: tests/test_recipes.py tries them.
+        "--tta",
+        "flip",  # Every test below works on a model with the test-time flip built in.
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return root, data_dir, model_dir, result
@@ -107,7 +111,13 @@ def test_the_default_pretrained_model_loads_in_safe_mode_with_no_code_in_it(trai
     _, _, model_dir, _ = trained
     assert artifacts.code_references(artifacts.stored_config(str(model_dir / "model.h5"))) == []
     model = artifacts.load_model(str(model_dir / "model.h5"))  # safe_mode=True
-    assert model.layers[1].name == "efficientnet_lite0" and not model.layers[1].trainable
+    network = tta.unwrap(model)  # --tta flip: the network answers for each image and its mirror image
+    assert network is not model and network.layers[1].name == "efficientnet_lite0" and not network.layers[1].trainable
+    images = np.stack([np.asarray(class_image(i % 2, 40 + i, 32)) for i in range(4)]).astype(np.float32)
+    expected = (np.asarray(network(images)) + np.asarray(network(images[:, :, ::-1]))) / 2
+    np.testing.assert_allclose(np.asarray(model(images)), expected, atol=1e-6)
+    flip = json.loads((model_dir / "metadata.json").read_text())["test_time_flip"]
+    assert flip["used"] and flip["why"] == "--tta flip" and set(flip["validation"]) == {"plain", "flipped"}
 
 
 def test_init_from_an_earlier_model_with_another_class(trained, tmp_path):
@@ -126,7 +136,7 @@ def test_init_from_an_earlier_model_with_another_class(trained, tmp_path):
     assert metadata["class_names"] == ["birds", "cats", "dogs"] and metadata["image_size"] == 32
     assert metadata["architecture"] == "efficientnet_lite0" and metadata["training"]["recipe"] == "fine-tune"
     assert [row["recipe"] for row in metadata["leaderboard"]] == ["features", "fine-tune"]  # the head first
-    earlier, now = (artifacts.load_model(str(folder / "model.h5")) for folder in (model_dir, new_dir))
+    earlier, now = (tta.unwrap(artifacts.load_model(str(folder / "model.h5"))) for folder in (model_dir, new_dir))
     assert now.output_shape == (None, 3) and not now.layers[1].trainable  # frozen again once fine-tuned
     changed = set()
     for old, new in zip(earlier.layers[1].layers, now.layers[1].layers):
@@ -257,6 +267,17 @@ def test_a_model_file_without_its_metadata_works_with_classes(trained):
     assert [row["prob_dogs"] for row in alone_rows] == [row["prob_dogs"] for row in with_rows]
 
 
+def _assert_flip_follows_the_rule(model_dir, field):
+    """--tta auto (colour pictures): the flip is kept when it labels more validation images right, loss no higher."""
+    from imgclf import artifacts
+
+    flip = json.loads((model_dir / "metadata.json").read_text())["test_time_flip"]
+    plain, flipped = flip["validation"]["plain"], flip["validation"]["flipped"]
+    assert flip["used"] == (flipped[field] > plain[field] and flipped["loss"] <= plain["loss"]), flip
+    model = artifacts.load_model(str(model_dir / "model.h5"))
+    assert (tta.unwrap(model) is not model) == flip["used"]
+
+
 def test_three_classes_without_test_set_use_a_split_and_softmax(tmp_path):
     data_dir = tmp_path / "Dataset"
     write_class_tree(data_dir / "Training_Set", ["glass", "metal", "paper"], per_class=10)
@@ -288,6 +309,7 @@ def test_three_classes_without_test_set_use_a_split_and_softmax(tmp_path):
     rows = _rows(output)
     assert len(rows) == 30 and {"prob_glass", "prob_metal", "prob_paper"} <= set(rows[0])
     assert metadata["threshold"] is None and "roc_auc" in metadata["validation"]
+    _assert_flip_follows_the_rule(model_dir, "accuracy")
     assert (model_dir / "roc_curve.png").is_file()
     refused = run_script("predict.py", "--model-dir", model_dir, "--input", data_dir, "--threshold", "0.3")
     assert refused.returncode == 2 and "`--threshold` applies to two classes" in refused.stderr
@@ -312,6 +334,7 @@ def test_imbalanced_classes_get_weights_and_a_chosen_threshold(tmp_path):
     assert metadata["class_weights"] == {"normal": 0.625, "pneumonia": 2.5}
     assert metadata["threshold_chosen_by"].startswith("--target-recall")
     assert "recall of 'pneumonia'): 1.0000" in (model_dir / "report.txt").read_text()  # met on validation
+    _assert_flip_follows_the_rule(model_dir, "balanced_accuracy")  # weighted classes: the balanced accuracy decides
     unweighted = run_script("train_cnn.py", *common, "--model-dir", tmp_path / "m2", "--class-weight", "none")
     assert "Class weights: none (--class-weight none; the largest class has 4.0x" in unweighted.stdout
     unknown = run_script("train_cnn.py", *common, "--model-dir", tmp_path / "m3", "--target-recall", "cancer=0.9")

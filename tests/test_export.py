@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, class_image, run_script, write_class_tree
 
 import config
-from imgclf import artifacts, export, labeling, models
+from imgclf import artifacts, export, labeling, models, tta
 from imgclf.cli import UsageError
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def exported(tmp_path_factory):
     model_dir = root / "models"
     trained = run_script(
         "train_cnn.py", "--data-dir", data_dir, "--model-dir", model_dir, "--arch", "simple", "--image-size", "32",
-        "--epochs", "6", "--batch-size", "8",
+        "--epochs", "6", "--batch-size", "8", "--tta", "flip",  # every export carries the test-time flip
     )  # fmt: skip
     assert trained.returncode == 0, trained.stdout + trained.stderr
     for fmt in FORMATS:
@@ -109,7 +109,10 @@ def test_saved_model_gives_class_probabilities(exported):
     images = np.stack([np.asarray(class_image(i % 2, 700 + i, 32)) for i in range(4)]).astype(np.float32)
     loaded = tf.saved_model.load(str(model_dir / "saved_model"))
     probabilities = np.asarray(loaded.serve(images))
-    sigmoid = np.asarray(artifacts.load_model(str(model_dir / "model.h5"))(images))
+    model = artifacts.load_model(str(model_dir / "model.h5"))
+    network = tta.unwrap(model)  # trained with --tta flip: the exports answer for each image and its mirror image
+    sigmoid = (np.asarray(network(images)) + np.asarray(network(images[:, :, ::-1]))) / 2
+    np.testing.assert_allclose(np.asarray(model(images)), sigmoid, atol=1e-6)
     np.testing.assert_allclose(probabilities, np.concatenate([1 - sigmoid, sigmoid], axis=1), atol=1e-5)
 
 

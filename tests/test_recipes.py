@@ -42,6 +42,7 @@ def test_auto_tries_every_recipe_and_keeps_the_clearly_better_one(mirrored):
     assert "Recipes to try within the 10-minute budget, cheapest first" in result.stdout
     assert f"Chosen: {chosen} (" in result.stdout and "points over" in result.stdout
     assert "grey pictures: augmentation makes no mirrored copies" in result.stdout  # else the labels would flip
+    assert metadata["test_time_flip"] == {"used": False, "why": "grey pictures: left and right are not interchangeable"}
     report = (root / "m" / "report.txt").read_text()
     assert "== recipes tried (validation images) ==" in report and "not chosen" in report
     page = (root / "m" / "report.html").read_text()

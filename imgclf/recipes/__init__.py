@@ -18,9 +18,8 @@ import os
 import time
 
 import keras
-import numpy as np
 
-from imgclf import artifacts, evaluation, fitting, metrics, models, outputs, report
+from imgclf import artifacts, evaluation, fitting, models
 from imgclf.cli import UsageError
 from imgclf.recipes import features, fine_tune, scratch
 from imgclf.recipes.job import DONE_FILE, Job, Result, cache_file, remove_caches  # noqa: F401 - the interface
@@ -92,7 +91,7 @@ def run(job):
     for position, name in enumerate(names):
         row = {"recipe": name, "network": _network(name, config)}
         why = saved[name]["outcome"] if saved.get(name, {}).get("outcome", "").startswith("skipped") else None
-        why = why or (_why_not(job, results, weighted) if choosing and results else None)
+        why = why or (_why_not(job, results, weighted) if choosing and results else None) or job.skipped.get(name)
         deadline = None if name == features.NAME else _deadline(job, len(names) - position if choosing else 1)
         minimum = RECIPES[name].MIN_EPOCHS if choosing else 0
         result = None if why else _run_one(name, job, results, saved, deadline=deadline, min_epochs=minimum)
@@ -157,18 +156,11 @@ def _network(name, config):
 
 
 def score(job, result):
-    """Accuracy, balanced accuracy and mean cross-entropy of `result` on the validation images: the same for
-    every candidate, the most probable class (two classes: from 0.5, before any threshold is chosen), the
-    loss unweighted."""
+    """`evaluation.validation_scores` of `result` on the validation images: the same for every candidate."""
     truth, probabilities = evaluation.probabilities_of(
         result.trainee, job.split, job.split.validation, result.inputs, job.labels, job.config
     )
-    counts = report.confusion_matrix(truth, outputs.label_rows(probabilities)[0], probabilities.shape[1])
-    return {
-        "accuracy": round(float(np.trace(counts) / counts.sum()), 4),
-        "balanced_accuracy": round(metrics.balanced_accuracy(counts), 4),
-        "loss": round(float(-np.mean(np.log(np.clip(probabilities[np.arange(len(truth)), truth], 1e-12, 1)))), 4),
-    }
+    return evaluation.validation_scores(truth, probabilities)
 
 
 def _measure(weighted):

@@ -22,6 +22,23 @@ MIN_EPOCHS = 2  # as a candidate of `auto`: fewer are not worth their minutes (c
 AUGMENTATION = {"rotation": 0.03, "zoom": 0.1, "shear": 0.0, "shift": 0.05, "flip": True}
 
 
+# A fine-tuning image (forward and backward passes, the update, augmentation) costs about this many images of
+# the frozen backbone's forward pass (bench/fine_tune_speed.py; bench/RESULTS.md section 14).
+FORWARD_IMAGES_PER_IMAGE = 6.0
+
+
+def too_long(train_images, validation_images, forward_seconds, seconds_left):
+    """Why MIN_EPOCHS of fine-tuning cannot fit in `seconds_left`, at `forward_seconds` per image through the frozen
+    backbone (the first pass's pace); None when they may. Lets `auto` not keep images it would not train on."""
+    epoch = forward_seconds * (train_images * FORWARD_IMAGES_PER_IMAGE + validation_images)
+    if MIN_EPOCHS * epoch <= seconds_left:
+        return None
+    return (
+        f"{MIN_EPOCHS} epochs need about {MIN_EPOCHS * epoch / 60:.1f} min at the pace of the features pass; "
+        f"{max(0.0, seconds_left) / 60:.1f} min will be left"
+    )
+
+
 def describe(config):
     """What this recipe trains under `config`, in a line."""
     return f"{config.arch} at {config.image_size} px, every layer but batch normalization trained from the head"

@@ -28,6 +28,7 @@ class Job:
     deadline: float | None  # time.time() by which training should end; None: no budget
     grayscale: bool = False  # the training images are grey pictures (X-rays, scans): no mirrored copies then
     kept_images: dict = dataclasses.field(default_factory=dict)  # {size: uint8 images of every file}
+    skipped: dict = dataclasses.field(default_factory=dict)  # {recipe: why auto skips it}, known before it starts
 
     def images(self, size):
         """Every file decoded at `size` px: kept from the first pass, or decoded now, once."""

@@ -1,0 +1,103 @@
+"""Test-time flip: the saved model labels each picture and its mirror image and averages the two answers.
+
+Built into the model itself, of Keras layers (so model.h5 and every export carry it), and kept by `--tta auto` only
+when it labels more validation images right without a higher loss: it doubles the model's work per
+picture. Never for grey pictures (X-rays, scans), whose left and right are not interchangeable.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+from keras import layers
+
+from imgclf import data, evaluation, models
+
+AVERAGE = "flip_average"  # the layer that marks a model with the flip built in
+
+
+def _mirror(images, name=None):
+    """`images` (a Keras tensor: batch, height, width, channels) mirrored left to right, in Keras's own layers
+    (so model.h5 loads anywhere, in safe mode, and every runtime runs it): the columns reordered by a fixed
+    permutation matrix, which multiplies each pixel by 1 and adds zeros, exactly."""
+    width = images.shape[2]
+    columns_last = layers.Permute((1, 3, 2))(images)
+    reorder = layers.Dense(width, use_bias=False, trainable=False, name=name)
+    mirrored = reorder(columns_last)
+    reorder.set_weights([np.eye(width, dtype=np.float32)[::-1]])
+    return layers.Permute((1, 3, 2))(mirrored)
+
+
+def with_flip(model):
+    """`model` answering the average of its probabilities for each image and for its mirror image."""
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    averaged = layers.Average(name=AVERAGE, dtype="float32")([model(inputs), model(_mirror(inputs, "mirror"))])
+    return keras.Model(inputs, averaged, name=model.name)
+
+
+def unwrap(model):
+    """The network inside a model with the flip built in (what Grad-CAM and --init-from work on), else `model`."""
+    if AVERAGE not in {layer.name for layer in model.layers}:
+        return model
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+
+
+def _on_mirrored(network):
+    """`network` run on the mirror image of its input."""
+    pixels = keras.Input(shape=network.input_shape[1:])
+    return keras.Model(pixels, network(_mirror(pixels)))
+
+
+def choose(job, chosen):
+    """(`chosen` with the flip built in or as it is, what was decided for metadata.json), per --tta.
+
+    `chosen` (a recipes.Result) is the float32 model to save; its trainee and inputs then score
+    the validation and test images as the saved model labels them.
+    """
+    mode, split = job.config.tta, job.split
+    if mode == "none" or job.grayscale:
+        why = "--tta none" if mode == "none" else "grey pictures: left and right are not interchangeable"
+        return chosen, {"used": False, "why": why}
+    held = np.concatenate([split.validation, split.test]).astype(int)
+    whole = chosen.trainee is chosen.model
+    if whole:  # The network labels the images: the mirrored ones go through it too.
+        mirrored_inputs = chosen.inputs
+        mirrored_model = _on_mirrored(chosen.model)
+    else:  # The head labels frozen features: the backbone's features of the mirrored held-out images.
+        print(f"Test-time flip: the features of the {len(held):,} mirrored validation and test images...", flush=True)
+        computed = data.extract_features(
+            _on_mirrored(models.backbone(chosen.model)), [split.paths[i] for i in held], job.config.image_size
+        )
+        mirrored_inputs = np.array(chosen.inputs)  # the training rows keep their own features: no flip there
+        mirrored_inputs[held] = computed.inputs
+        mirrored_model = chosen.trainee
+    truth, plain = evaluation.probabilities_of(
+        chosen.trainee, split, split.validation, chosen.inputs, job.labels, job.config
+    )
+    _, mirrored = evaluation.probabilities_of(
+        mirrored_model, split, split.validation, mirrored_inputs, job.labels, job.config
+    )
+    before = evaluation.validation_scores(truth, plain)
+    after = evaluation.validation_scores(truth, (plain + mirrored) / 2)
+    field = "balanced_accuracy" if job.sample_weights is not None else "accuracy"
+    used = mode == "flip" or (after[field] > before[field] and after["loss"] <= before["loss"])
+    gain = "it labels more validation images right" if used else "no gain on the validation images"
+    why = "--tta flip" if mode == "flip" else gain
+    print(
+        f"Test-time flip ({'kept' if used else 'not kept'}: {why}): validation {field.replace('_', ' ')} "
+        f"{before[field]:.2%} -> {after[field]:.2%}, loss {before['loss']:.3f} -> {after['loss']:.3f}"
+        + (" (each picture and its mirror image are labeled: twice the model's work)." if used else "."),
+        flush=True,
+    )
+    decision = {"used": used, "why": why, "validation": {"plain": before, "flipped": after}}
+    if not used:
+        return chosen, decision
+    model = with_flip(chosen.model)
+    if whole:
+        return dataclasses.replace(chosen, model=model, trainee=model), decision
+    # The head on each file's two feature vectors (its own and its mirror image's), the answers averaged.
+    features = keras.Input(shape=(2, *np.shape(chosen.inputs)[1:]), name="features_and_mirrored")
+    answers = layers.TimeDistributed(chosen.trainee)(features)
+    paired = keras.Model(features, layers.GlobalAveragePooling1D(dtype="float32")(answers))
+    inputs = np.stack([chosen.inputs, mirrored_inputs], axis=1)
+    return dataclasses.replace(chosen, model=model, trainee=paired, inputs=inputs), decision
