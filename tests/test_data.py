@@ -142,7 +142,7 @@ def test_features_pass_keeps_the_images_until_told_they_will_not_be_needed(tmp_p
 
         images = np.zeros((10, 16, 16, 3), np.uint8)
         decoded = data.extract_features(backbone, paths, 16, batch_size=2, images=images, still_keep=still_keep)
-        kept = (data.PACE_BATCHES + 1) * 2  # the images of the batches that timed the backbone
+        kept = data.PACE_BATCHES * 2  # the images written before the pace was known
         assert decoded.inputs.shape == (10, 4) and np.all(decoded.inputs.any(axis=1))  # every file's features
         assert images[:kept].any(axis=(1, 2, 3)).all()
         assert images[kept:].any(axis=(1, 2, 3)).all() == answer  # told False: the later images are not written
