@@ -29,11 +29,16 @@ def forward_rate(backbone, images, batch_size, steps):
     return steps * batch_size / (time.perf_counter() - started)
 
 
-def fine_tune_rate(model, images, batch_size, steps, augmentation):
+def fine_tune_rate(model, images, batch_size, steps, augmentation, in_step=False):
+    """Training images/s; `augmentation` in the input pipeline (tf.data), or `in_step`: a first layer of the
+    network trained, run by the training step itself on the same threads."""
     keras.utils.set_random_seed(0)
     trainee = keras.models.clone_model(model)
     trainee.set_weights(model.get_weights())
     fine_tune.set_backbone_trainable(trainee, True)
+    if in_step:
+        pixels = keras.Input(model.input_shape[1:])
+        trainee, augmentation = keras.Model(pixels, trainee(augmentation(pixels))), None
     fitting.compile_model(trainee, 2, fine_tune.LEARNING_RATE)
     labels = np.arange(len(images)) % 2
     dataset = data.batches(images, labels.astype(np.float32), np.arange(len(images)), batch_size, shuffle_seed=0,
@@ -62,12 +67,16 @@ def main():
     augmented = fine_tune_rate(
         model, images, args.batch_size, args.steps, data.make_augmentation(0, fine_tune.AUGMENTATION)
     )
+    in_step = fine_tune_rate(
+        model, images, args.batch_size, args.steps, data.make_augmentation(0, fine_tune.AUGMENTATION), in_step=True
+    )
     print(f"Machine: {machine()}")
     print(f"{args.arch} at {size} px, batch {args.batch_size}, {args.steps} timed steps each:")
     print("| pass | images/s | forward's time per image, times |")
     print("| --- | --- | --- |")
     for name, rate in (("forward (frozen backbone)", forward), ("fine-tune step, no augmentation", plain),
-                       ("fine-tune step, the recipe's augmentation", augmented)):  # fmt: skip
+                       ("fine-tune step, the recipe's augmentation in the input pipeline", augmented),
+                       ("fine-tune step, the recipe's augmentation in the step", in_step)):  # fmt: skip
         print(f"| {name} | {rate:.1f} | {forward / rate:.1f}x |")
 
 

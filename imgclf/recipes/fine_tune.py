@@ -22,9 +22,10 @@ MIN_EPOCHS = 2  # as a candidate of `auto`: fewer are not worth their minutes (c
 AUGMENTATION = {"rotation": 0.03, "zoom": 0.1, "shear": 0.0, "shift": 0.05, "flip": True}
 
 
-# A fine-tuning image (forward and backward passes, the update, augmentation) costs about this many images of
-# the frozen backbone's forward pass (bench/fine_tune_speed.py; bench/RESULTS.md section 14).
-FORWARD_IMAGES_PER_IMAGE = 6.0
+# A fine-tuning image (forward and backward passes, the update, augmentation) costs this many images of the
+# frozen backbone's forward pass: 2.5 to 4 measured (bench/fine_tune_speed.py, bench/RESULTS.md section 14).
+# The lowest: a guess on the long side would skip a fine-tuning that fits.
+FORWARD_IMAGES_PER_IMAGE = 2.5
 
 
 def too_long(train_images, validation_images, forward_seconds, seconds_left):
