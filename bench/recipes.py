@@ -14,9 +14,11 @@ chose; appends every row to bench/out/recipes.csv.
 import argparse
 import csv
 import re
+import shutil
+import subprocess
 import sys
 
-from common import OUT, machine, photos_dir, read_metadata, run_script, table
+from common import OUT, ROOT, machine, photos_dir, read_metadata, run_script, table
 
 DATASETS = ["sign_digits", "clothing", "chest_xray", "cats_dogs"]
 RECIPES = ["features", "scratch", "fine-tune", "auto"]
@@ -32,13 +34,25 @@ def data_dir(name):
     return folder
 
 
-def evaluate(model_dir, data):
+def evaluate(model_dir, data, *extra):
     """(accuracy, balanced accuracy) of the saved model on Test_Set, as predict.py --evaluate measures them."""
     _, stdout, _ = run_script("predict.py", "--model-dir", model_dir, "--input", data / "Test_Set", "--evaluate",
-                              "--output", model_dir / "evaluation.csv")  # fmt: skip
+                              "--output", model_dir / "evaluation.csv", *extra)  # fmt: skip
     accuracy = float(re.search(r"^accuracy: ([0-9.]+)", stdout, re.M).group(1))
     balanced = float(re.search(r"^balanced accuracy: ([0-9.]+)", stdout, re.M).group(1))
     return accuracy, balanced
+
+
+def without_flip(model_dir, data):
+    """Test_Set (accuracy, balanced accuracy) of a model kept with the test-time flip, scored without it: a copy
+    of the folder whose model.h5 is the network inside (its digest differs, hence --ignore-checksum)."""
+    plain = model_dir / "without_flip"
+    plain.mkdir(exist_ok=True)
+    shutil.copy(model_dir / "metadata.json", plain)
+    code = "import sys; from imgclf import artifacts as a, tta; tta.unwrap(a.load_model(sys.argv[1])).save(sys.argv[2])"
+    subprocess.run([sys.executable, "-c", code, model_dir / "model.h5", plain / "model.h5"], check=True, cwd=ROOT,
+                   capture_output=True)  # fmt: skip
+    return evaluate(plain, data, "--ignore-checksum")
 
 
 def main():
@@ -66,6 +80,11 @@ def main():
             metadata = read_metadata(model_dir)
             accuracy, balanced = evaluate(model_dir, data)
             chosen = metadata["training"]["recipe"]
+            flip = metadata["test_time_flip"]
+            if flip["used"]:  # What the flip gave on Test_Set, and on validation where it was decided.
+                plain, flipped = flip["validation"]["plain"], flip["validation"]["flipped"]
+                chosen += (f" + flip (Test_Set without it {without_flip(model_dir, data)[0]:.2%}; validation "
+                           f"{plain['accuracy']:.1%} -> {flipped['accuracy']:.1%})")  # fmt: skip
             board = "; ".join(
                 f"{row['recipe']} {row['accuracy']:.1%}" if "accuracy" in row else f"{row['recipe']} skipped"
                 for row in metadata["leaderboard"]
