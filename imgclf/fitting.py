@@ -140,7 +140,7 @@ class FitToBudget(keras.callbacks.Callback):
             self._decide(took)
         if self.planned is not None and epoch + 1 >= self.planned:
             self.model.stop_training = True
-        elif self.planned is not None and time.time() + took / 2 > self.deadline:  # Slower than its first steps said.
+        elif self.planned is not None and time.time() + took > self.deadline:  # Slower than its first steps said.
             print(f"Stopping after {epoch + 1} epoch(s): another would end past the time for this run.", flush=True)
             self.model.stop_training = True
 

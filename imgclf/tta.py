@@ -48,6 +48,13 @@ def _on_mirrored(network):
     return keras.Model(pixels, network(_mirror(pixels)))
 
 
+def _mirrored_features(job, chosen, indices, into):
+    """Writes the frozen backbone's features of the files at `indices`, mirrored, into those rows of `into`."""
+    print(f"Test-time flip: the features of {len(indices):,} mirrored images...", flush=True)
+    network = _on_mirrored(models.backbone(chosen.model))
+    into[indices] = data.extract_features(network, [job.split.paths[i] for i in indices], job.config.image_size).inputs
+
+
 def choose(job, chosen):
     """(`chosen` with the flip built in or as it is, what was decided for metadata.json), per --tta.
 
@@ -55,22 +62,15 @@ def choose(job, chosen):
     the validation and test images as the saved model labels them.
     """
     mode, split = job.config.tta, job.split
-    if mode == "none" or job.grayscale:
+    if mode == "none" or (mode == "auto" and job.grayscale):
         why = "--tta none" if mode == "none" else "grey pictures: left and right are not interchangeable"
         return chosen, {"used": False, "why": why}
-    held = np.concatenate([split.validation, split.test]).astype(int)
     whole = chosen.trainee is chosen.model
     if whole:  # The network labels the images: the mirrored ones go through it too.
-        mirrored_inputs = chosen.inputs
-        mirrored_model = _on_mirrored(chosen.model)
-    else:  # The head labels frozen features: the backbone's features of the mirrored held-out images.
-        print(f"Test-time flip: the features of the {len(held):,} mirrored validation and test images...", flush=True)
-        computed = data.extract_features(
-            _on_mirrored(models.backbone(chosen.model)), [split.paths[i] for i in held], job.config.image_size
-        )
-        mirrored_inputs = np.array(chosen.inputs)  # the training rows keep their own features: no flip there
-        mirrored_inputs[held] = computed.inputs
-        mirrored_model = chosen.trainee
+        mirrored_model, mirrored_inputs = _on_mirrored(chosen.model), chosen.inputs
+    else:  # The head labels frozen features: it scores the backbone's features of the mirrored images.
+        mirrored_model, mirrored_inputs = chosen.trainee, np.array(chosen.inputs)  # training rows: not mirrored
+        _mirrored_features(job, chosen, split.validation, mirrored_inputs)
     truth, plain = evaluation.probabilities_of(
         chosen.trainee, split, split.validation, chosen.inputs, job.labels, job.config
     )
@@ -95,6 +95,8 @@ def choose(job, chosen):
     model = with_flip(chosen.model)
     if whole:
         return dataclasses.replace(chosen, model=model, trainee=model), decision
+    if len(split.test):  # scored once, as the saved model will label it
+        _mirrored_features(job, chosen, split.test, mirrored_inputs)
     # The head on each file's two feature vectors (its own and its mirror image's), the answers averaged.
     features = keras.Input(shape=(2, *np.shape(chosen.inputs)[1:]), name="features_and_mirrored")
     answers = layers.TimeDistributed(chosen.trainee)(features)
