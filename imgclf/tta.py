@@ -1,8 +1,9 @@
 """Test-time flip: the saved model labels each picture and its mirror image and averages the two answers.
 
-Built into the model itself, of Keras layers (so model.h5 and every export carry it), and kept by `--tta auto` only
-when it labels more validation images right without a higher loss: it doubles the model's work per
-picture. Never for grey pictures (X-rays, scans), whose left and right are not interchangeable.
+Built into the model itself, of Keras layers (so model.h5 and every export carry it). `--tta auto` keeps it only
+when it labels more validation images right with no higher loss (and, classes weighted, no lower balanced
+accuracy): it doubles the model's work per picture. Never for grey pictures (X-rays, scans), whose left and
+right are not interchangeable.
 """
 
 import dataclasses
@@ -48,6 +49,11 @@ def _on_mirrored(network):
     return keras.Model(pixels, network(_mirror(pixels)))
 
 
+def _worse(after, before, weighted):
+    """True when `after` has a higher loss than `before`, or (classes weighted) a lower balanced accuracy."""
+    return after["loss"] > before["loss"] or (weighted and after["balanced_accuracy"] < before["balanced_accuracy"])
+
+
 def _mirrored_features(job, chosen, indices, into):
     """Writes the frozen backbone's features of the files at `indices`, mirrored, into those rows of `into`."""
     print(f"Test-time flip: the features of {len(indices):,} mirrored images...", flush=True)
@@ -79,13 +85,14 @@ def choose(job, chosen):
     )
     before = evaluation.validation_scores(truth, plain)
     after = evaluation.validation_scores(truth, (plain + mirrored) / 2)
-    field = "balanced_accuracy" if job.sample_weights is not None else "accuracy"
-    used = mode == "flip" or (after[field] > before[field] and after["loss"] <= before["loss"])
-    gain = "it labels more validation images right" if used else "no gain on the validation images"
-    why = "--tta flip" if mode == "flip" else gain
+    gained = round((after["accuracy"] - before["accuracy"]) * len(truth))  # validation images now labeled right
+    used = mode == "flip" or (gained > 0 and not _worse(after, before, job.sample_weights is not None))
+    gain = f"it labels {gained} more validation image(s) right" if gained > 0 else "no more validation images right"
+    why = "--tta flip" if mode == "flip" else (gain if gained <= 0 or used else f"{gain}, but scores worse otherwise")
     print(
-        f"Test-time flip ({'kept' if used else 'not kept'}: {why}): validation {field.replace('_', ' ')} "
-        f"{before[field]:.2%} -> {after[field]:.2%}, loss {before['loss']:.3f} -> {after['loss']:.3f}"
+        f"Test-time flip ({'kept' if used else 'not kept'}: {why}): validation accuracy {before['accuracy']:.2%} -> "
+        f"{after['accuracy']:.2%} (balanced {before['balanced_accuracy']:.2%} -> {after['balanced_accuracy']:.2%}), "
+        f"loss {before['loss']:.3f} -> {after['loss']:.3f}"
         + (" (each picture and its mirror image are labeled: twice the model's work)." if used else "."),
         flush=True,
     )
