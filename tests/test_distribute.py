@@ -121,18 +121,22 @@ def test_mirrored_on_two_cpu_devices_trains_saves_and_reloads(tmp_path):
 
 
 @pytest.mark.slow
-def test_mirrored_trains_the_pretrained_default_too(tmp_path):
+def test_mirrored_trains_the_pretrained_default_and_fine_tunes_it(tmp_path):
     data_dir = tiny_dataset(tmp_path / "Dataset")
     flags = [flag for flag in TINY if flag not in ("--arch", "compact")]
     result = subprocess.run(
         [sys.executable, "-c", TWO_CPUS.format(root=str(ROOT)), str(ROOT / "train_cnn.py"),
-         "--data-dir", str(data_dir), "--model-dir", str(tmp_path / "m"), "--strategy", "mirrored", *flags],
+         "--data-dir", str(data_dir), "--model-dir", str(tmp_path / "m"), "--strategy", "mirrored", *flags,
+         "--recipe", "fine-tune"],
         capture_output=True, text=True, timeout=240, env=environment(),
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "Computing efficientnet_lite0 features" in result.stdout and "2 replica(s)" in result.stdout
     metadata = json.loads((tmp_path / "m" / "metadata.json").read_text())
     assert metadata["architecture"] == "efficientnet_lite0" and metadata["training"]["replicas"] == 2
+    # The head on the features, then the whole network fine-tuned, both on the two replicas.
+    assert [row["outcome"] for row in metadata["leaderboard"]] == ["the start of the recipe chosen", "chosen"]
+    assert metadata["training"]["recipe"] == "fine-tune" and metadata["training"]["epochs_run"] == 1
 
 
 @pytest.mark.slow

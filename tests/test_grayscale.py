@@ -29,8 +29,9 @@ def _probabilities(path):
 def test_a_grayscale_folder_trains_and_colour_photos_are_labeled_in_grey(tmp_path, arch):
     _tree(tmp_path / "Dataset" / "Training_Set", 16, grey=lambda i: True)
     model_dir = tmp_path / "models"
+    recipe = ["--recipe", "features"] if arch != "simple" else []  # each recipe on grey pictures: test_recipes.py
     result = run_script("train_cnn.py", "--data-dir", tmp_path / "Dataset", "--model-dir", model_dir, "--arch", arch,
-                        "--image-size", "32", "--epochs", "3", "--batch-size", "8")  # fmt: skip
+                        "--image-size", "32", "--epochs", "3", "--batch-size", "8", *recipe)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Every training image is grayscale" in result.stdout
     metadata = json.loads((model_dir / "metadata.json").read_text())

@@ -54,7 +54,7 @@ def test_ctrl_c_keeps_every_labeled_row_and_resume_labels_each_file_once(tmp_pat
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.time() + 120
-    while time.time() < deadline and (not output.exists() or len(output.read_text().splitlines()) < 20):
+    while time.time() < deadline and (not output.exists() or len(output.read_text().splitlines()) < 21):  # 20 rows
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
