@@ -306,18 +306,8 @@ def _first_pass(config, model, split, deadline):
         print(
             f"Computing {parts[0].name} features of every image at {size}x{size} px{' (keeping the images)' * keep}..."
         )
-
-        def still_keep(seconds_per_image):
-            # Time left once the pass ends (its forward passes are most of it) for what comes after it.
-            left = deadline - time.time() - len(split.paths) * seconds_per_image
-            why = recipes.fine_tune.too_long(len(split.train), len(split.validation), seconds_per_image, left)
-            if why:
-                skipped[recipes.fine_tune.NAME] = f"skipped: {why}"
-                print(f"Not keeping the images: {recipes.fine_tune.NAME} will not fit ({why}).", flush=True)
-            return not why
-
-        timed = keep and deadline and config.recipe == "auto"
-        decoded = data.extract_features(parts[0], split.paths, size, images=images, still_keep=timed and still_keep)
+        still_keep = recipes.still_keep(config, split, deadline, skipped)
+        decoded = data.extract_features(parts[0], split.paths, size, images=images, still_keep=still_keep)
         data.save_decoded(kept_pass, decoded, split.paths)
         keep = keep and not skipped
         kept = f"{decoded.inputs.shape[1]} features per image" + (f", and the images {_where(images)}" if keep else "")

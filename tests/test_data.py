@@ -6,13 +6,19 @@ from imgclf import data
 from imgclf.cli import UsageError
 
 
+def _images(folder, count, size):
+    """`count` striped PNGs of `size` px in `folder`, classes alternating; their paths."""
+    paths = []
+    for i in range(count):
+        path = folder / f"{i}.png"
+        class_image(i % 2, i, size=size).save(path)
+        paths.append(str(path))
+    return paths
+
+
 @pytest.fixture
 def files(tmp_path):
-    paths = []
-    for i in range(7):
-        path = tmp_path / f"{i}.png"
-        class_image(i % 2, i, size=30).save(path)
-        paths.append(str(path))
+    paths = _images(tmp_path, 7, 30)
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     paths.insert(3, str(tmp_path / "broken.jpg"))
     return paths
@@ -126,11 +132,7 @@ def test_too_few_images_for_every_device_a_batch_is_refused():
 def test_features_pass_keeps_the_images_until_told_they_will_not_be_needed(tmp_path):
     import keras
 
-    paths = []
-    for i in range(10):
-        path = tmp_path / f"{i}.png"
-        class_image(i % 2, i, size=16).save(path)
-        paths.append(str(path))
+    paths = _images(tmp_path, 10, 16)
     inputs = keras.Input((16, 16, 3))
     backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs)))
     asked = []

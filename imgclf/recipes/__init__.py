@@ -66,6 +66,24 @@ def keeps_images(config):
     return models.is_pretrained(config.arch) and fine_tune.NAME in plan(config)
 
 
+def still_keep(config, split, deadline, skipped):
+    """For a first pass that keeps the images for fine-tune: None, or (auto within a budget) the answer to
+    `data.extract_features`'s `still_keep`, False when fine-tune could not fit anyway (why: into `skipped`)."""
+    if not (deadline and config.recipe == "auto" and keeps_images(config)):
+        return None
+
+    def answer(seconds_per_image):
+        # Time left once the pass ends (its forward passes are most of it) for what comes after it.
+        left = deadline - time.time() - len(split.paths) * seconds_per_image
+        why = fine_tune.too_long(len(split.train), len(split.validation), seconds_per_image, left)
+        if why:
+            skipped[fine_tune.NAME] = f"skipped: {why}"
+            print(f"Not keeping the images: {fine_tune.NAME} will not fit ({why}).", flush=True)
+        return not why
+
+    return answer
+
+
 def run(job):
     """Runs the recipes of `plan`; returns (the chosen Result, the leaderboard: a dict per recipe).
 
