@@ -96,19 +96,19 @@ def image_cache(count, image_size, cache_bytes, cache_file):
     return np.lib.format.open_memmap(cache_file, mode="w+", dtype=np.uint8, shape=shape)
 
 
-PACE_BATCHES = 2  # batches after the compiling one that time the backbone for `extract_features`'s `still_keep`
+PACE_BATCHES = 2  # batches after the compiling one that time the backbone for `extract_features`'s `paced`
 
 
-def extract_features(backbone, paths, image_size, batch_size=64, images=None, still_keep=None):
+def extract_features(backbone, paths, image_size, batch_size=64, images=None, paced=None):
     """Decodes every file once and runs it through a frozen `backbone`: one feature vector per file; a `Decoded`.
 
     What a pretrained model's head is trained on. Only the features are kept, not
     the images (8000 photos: 41 MB instead of 1.2 GB at 224 px), unless `images`
     (an array from `image_cache`) is given to keep them in too, for fine-tuning; the
     decoding of the next batches overlaps the backbone's work on this one. A file that
-    could not be read has zeros for features. `still_keep(seconds per image)`, asked once
-    with the backbone's pace after its first batches, may answer False: the images are
-    not kept from then on (the caller lets go of `images`).
+    could not be read has zeros for features. `paced(seconds per image)`, called once with
+    the backbone's pace after its first batches, may answer False: the images are not
+    kept from then on (the caller lets go of `images`); or raise, to stop the pass.
     """
     features = np.zeros((len(paths), backbone.output.shape[-1]), np.float32)
     # A plain compiled call on one device: under a MirroredStrategy, predict_on_batch would split
@@ -123,9 +123,9 @@ def extract_features(backbone, paths, image_size, batch_size=64, images=None, st
         began = time.perf_counter()
         features[start : start + len(pixels)] = np.asarray(forward(pixels), np.float32)
         timed.append((len(pixels), time.perf_counter() - began))
-        if images is not None and still_keep and len(timed) == PACE_BATCHES + 1:
+        if paced and len(timed) == PACE_BATCHES + 1:
             counted, seconds = np.sum(timed[1:], axis=0)
-            images = images if still_keep(seconds / counted) else None
+            images = images if paced(seconds / counted) is not False else None
         if images is not None:
             images[start : start + len(pixels)] = batch_images
 

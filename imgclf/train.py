@@ -307,7 +307,7 @@ def _first_pass(config, model, split, deadline):
             f"Computing {parts[0].name} features of every image at {size}x{size} px{' (keeping the images)' * keep}..."
         )
         still_keep = recipes.still_keep(config, split, deadline, skipped)
-        decoded = data.extract_features(parts[0], split.paths, size, images=images, still_keep=still_keep)
+        decoded = data.extract_features(parts[0], split.paths, size, images=images, paced=still_keep)
         data.save_decoded(kept_pass, decoded, split.paths)
         keep = keep and not skipped
         kept = f"{decoded.inputs.shape[1]} features per image" + (f", and the images {_where(images)}" if keep else "")

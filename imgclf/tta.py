@@ -58,7 +58,7 @@ def _mirrored_features(job, chosen, indices, into):
     """Writes the frozen backbone's features of the files at `indices`, mirrored, into those rows of `into`."""
     print(f"Test-time flip: the features of {len(indices):,} mirrored images...", flush=True)
     network = _on_mirrored(models.backbone(chosen.model))
-    into[indices] = data.extract_features(network, [job.split.paths[i] for i in indices], job.config.image_size).inputs
+    into[indices] = data.extract_features(network, [job.split.paths[i] for i in indices], chosen.image_size).inputs
 
 
 def choose(job, chosen):

@@ -143,7 +143,7 @@ def test_features_pass_keeps_the_images_until_told_they_will_not_be_needed(tmp_p
             return answer
 
         images = np.zeros((10, 16, 16, 3), np.uint8)
-        decoded = data.extract_features(backbone, paths, 16, batch_size=2, images=images, still_keep=still_keep)
+        decoded = data.extract_features(backbone, paths, 16, batch_size=2, images=images, paced=still_keep)
         kept = data.PACE_BATCHES * 2  # the images written before the pace was known
         assert decoded.inputs.shape == (10, 4) and np.all(decoded.inputs.any(axis=1))  # every file's features
         assert images[:kept].any(axis=(1, 2, 3)).all()

@@ -140,16 +140,18 @@ def test_mirrored_trains_the_pretrained_default_and_fine_tunes_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_multi_worker_two_processes_make_one_model_from_the_chief(tmp_path):
+def test_multi_worker_two_processes_fine_tune_one_model_written_by_the_chief(tmp_path):
     data_dir, model_dir = tiny_dataset(tmp_path / "Dataset"), tmp_path / "models"
-    processes = start_cluster(data_dir, model_dir, "--epochs", "2")
+    processes = start_cluster(
+        data_dir, model_dir, "--epochs", "2", "--arch", "efficientnet_lite0", "--recipe", "fine-tune"
+    )
     (code1, out1, err1), (code0, out0, err0) = finish(processes)
     assert code0 == 0, out0 + err0[-3000:]
     assert code1 == 0, out1 + err1[-3000:]
     assert "worker 0 of 2 (the chief, writes the model), 2 replicas in all" in out0
     assert "worker 1 of 2 (writes no model files)" in out1 and "the chief writes the model" in out1
-    # The workers took the same steps: their logged losses agree.
-    assert out0.count("Epoch ") == out1.count("Epoch ") == 2
+    # The head on the features, then the whole network: the workers took the same steps, their logged losses agree.
+    assert out0.count("Epoch ") == out1.count("Epoch ") == 2 + 2
     assert [line.split(" - ")[3:5] for line in out0.splitlines() if "val_loss" in line] == [
         line.split(" - ")[3:5] for line in out1.splitlines() if "val_loss" in line
     ]
@@ -159,6 +161,7 @@ def test_multi_worker_two_processes_make_one_model_from_the_chief(tmp_path):
     assert not written & {"model.h5", "model.weights.h5", "metadata.json", "report.txt"}
     metadata = json.loads((model_dir / "metadata.json").read_text())
     assert metadata["devices"].startswith("multi-worker") and metadata["training"]["replicas"] == 2
+    assert metadata["training"]["recipe"] == "fine-tune" and metadata["architecture"] == "efficientnet_lite0"
     # 48 training images, 2 x 8 per step: 3 steps per epoch, each worker reading its own half.
     assert "3/3 - " in out0
 

@@ -5,6 +5,8 @@ import json
 import signal
 import subprocess
 import sys
+import time
+import types
 
 import keras
 import numpy as np
@@ -13,6 +15,7 @@ from conftest import ROOT, run_script, write_class_tree, write_mirror_tree
 from test_resume import _start, _wait_for_epochs
 
 from imgclf import fitting
+from imgclf.recipes import larger
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +34,10 @@ def test_auto_tries_every_recipe_and_keeps_the_clearly_better_one(mirrored):
     root, result = mirrored
     metadata = json.loads((root / "m" / "metadata.json").read_text())
     board = {row["recipe"]: row for row in metadata["leaderboard"]}
-    assert list(board) == ["features", "scratch", "fine-tune"]  # cheapest first, each one run
-    assert all("accuracy" in row and row["seconds"] > 0 for row in board.values()), board
+    assert list(board) == ["features", "scratch", "fine-tune", "larger"]  # cheapest first, larger last
+    # Each one run; larger too unless an earlier one left it nothing to gain.
+    assert all("accuracy" in row and row["seconds"] > 0 for row in list(board.values())[:3]), board
+    assert "accuracy" in board["larger"] or board["larger"]["outcome"].endswith("labels every validation image right")
     chosen = metadata["training"]["recipe"]
     assert chosen != "features" and board[chosen]["outcome"] == "chosen"
     assert board[chosen]["accuracy"] == max(row["accuracy"] for row in board.values())
@@ -63,8 +68,45 @@ def test_a_spent_budget_skips_the_later_candidates_and_says_so(tmp_path):
     metadata = json.loads((tmp_path / "m" / "metadata.json").read_text())
     outcomes = {row["recipe"]: row["outcome"] for row in metadata["leaderboard"]}
     assert outcomes["features"] == "chosen"  # the baseline always runs: a model in any case
-    assert outcomes["scratch"] == outcomes["fine-tune"] == "skipped: the 0.01-minute budget was spent"
+    assert (
+        outcomes["scratch"]
+        == outcomes["fine-tune"]
+        == outcomes["larger"]
+        == "skipped: the 0.01-minute budget was spent"
+    )
     assert "fine-tune skipped: the 0.01-minute budget was spent." in result.stdout
+
+
+@pytest.mark.slow
+def test_auto_tries_the_larger_backbone_last_and_saves_the_network_it_chose(tmp_path):
+    write_mirror_tree(tmp_path / "Dataset" / "Training_Set", per_class=20)
+    write_mirror_tree(tmp_path / "Dataset" / "Predict", per_class=3, seed=2)
+    result = run_script("train_cnn.py", "--data-dir", tmp_path / "Dataset", "--model-dir", tmp_path / "m",
+                        "--image-size", "32", "--epochs", "2")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Lite2 at --image-size scaled as the networks' own sizes are (224 -> 260 px): 32 -> 37 px.
+    assert "  larger: efficientnet_lite2 at 37 px, frozen; its head trained on its own features" in result.stdout
+    assert "Computing efficientnet_lite2 features of every image at 37x37 px" in result.stdout
+    metadata = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    board = {row["recipe"]: row for row in metadata["leaderboard"]}
+    assert list(board) == ["features", "scratch", "fine-tune", "larger"]
+    assert board["larger"]["network"] == "efficientnet_lite2, 37 px" and "accuracy" in board["larger"], board
+    # What is saved is the network of the candidate chosen, at its own size, and it labels.
+    chosen = board[metadata["training"]["recipe"]]
+    assert chosen["outcome"] == "chosen"
+    assert chosen["network"] == f"{metadata['architecture']}, {metadata['image_size']} px"
+    labeled = run_script("predict.py", "--model-dir", tmp_path / "m", "--input", tmp_path / "Dataset" / "Predict",
+                         "--output", tmp_path / "p.csv")  # fmt: skip
+    assert labeled.returncode == 0, labeled.stderr
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 1 + 6
+
+
+def test_larger_is_skipped_at_once_when_less_time_is_left_than_the_first_pass_took(tmp_path):
+    config = types.SimpleNamespace(model_dir=str(tmp_path), arch="efficientnet_lite0", image_size=224)
+    job = types.SimpleNamespace(config=config, split=types.SimpleNamespace(paths=["a.jpg"] * 100),
+                                decoded=types.SimpleNamespace(seconds=120.0))  # fmt: skip
+    why = larger.run(job, {}, deadline=time.time() + 90)
+    assert why == "its pass over every file is slower than the first pass (2.0 min), and 1.5 min are left"
 
 
 class FakeClock:

@@ -2,14 +2,15 @@
 --time-budget, cheapest first, and keeps the one that labels the validation images best (a test set never
 chooses).
 
-Each recipe is a module with NAME, MIN_EPOCHS (as a candidate of `auto`), `describe(config)`
-(what it trains, in a line) and `run(job, done, deadline, min_epochs) -> Result or why it
-was skipped` (`done`: the results of the recipes before it), fitting with
-`job.train_or_restore`:
+Each recipe is a module with NAME, MIN_EPOCHS (as a candidate of `auto`), `network(config)`
+(the architecture and image size it trains), `describe(config)` (what it trains, in a line)
+and `run(job, done, deadline, min_epochs) -> Result or why it was skipped` (`done`: the
+results of the recipes before it), fitting with `job.train_or_restore`:
 
 - features (`features.py`): the pretrained backbone frozen, the head trained on its features: seconds.
 - scratch (`scratch.py`): the compact network from random weights, on augmented images.
 - fine-tune (`fine_tune.py`): from the trained head, the backbone trained too (batch norm in inference mode).
+- larger (`larger.py`, `auto` only): the features recipe on EfficientNet-Lite2, last, on the time left.
 """
 
 import dataclasses
@@ -21,10 +22,10 @@ import keras
 
 from imgclf import artifacts, evaluation, fitting, models
 from imgclf.cli import UsageError
-from imgclf.recipes import features, fine_tune, scratch
+from imgclf.recipes import features, fine_tune, larger, scratch
 from imgclf.recipes.job import DONE_FILE, Job, Result, cache_file, remove_caches  # noqa: F401 - the interface
 
-RECIPES = {recipe.NAME: recipe for recipe in (features, scratch, fine_tune)}  # auto tries them in this order
+RECIPES = {recipe.NAME: recipe for recipe in (features, scratch, fine_tune, larger)}  # auto tries them in this order
 LEADERBOARD_FILE = "leaderboard.json"  # in the checkpoints: the candidates done or skipped, for --resume
 
 
@@ -56,8 +57,12 @@ def plan(config):
     if not models.is_pretrained(config.arch):
         return [scratch.NAME]
     if config.recipe == "auto":
-        # --init-from continues a network: starting one from random weights is not a candidate then.
-        return [features.NAME, fine_tune.NAME] if config.init_from else list(RECIPES)
+        # --init-from continues a network: starting one from random weights or another backbone is not a candidate.
+        if config.init_from:
+            return [features.NAME, fine_tune.NAME]
+        # Another backbone is not a candidate beside a given --backbone-weights either.
+        tries_larger = config.arch in larger.SMALLER and not config.backbone_weights
+        return [name for name in RECIPES if name != larger.NAME or tries_larger]
     return [features.NAME, fine_tune.NAME] if config.recipe == fine_tune.NAME else [config.recipe]
 
 
@@ -68,7 +73,7 @@ def keeps_images(config):
 
 def still_keep(config, split, deadline, skipped):
     """For a first pass that keeps the images for fine-tune: None, or (auto within a budget) the answer to
-    `data.extract_features`'s `still_keep`, False when fine-tune could not fit anyway (why: into `skipped`)."""
+    `data.extract_features`'s `paced`, False when fine-tune could not fit anyway (why: into `skipped`)."""
     if not (deadline and config.recipe == "auto" and keeps_images(config)):
         return None
 
@@ -110,7 +115,9 @@ def run(job):
         row = {"recipe": name, "network": _network(name, config)}
         why = saved[name]["outcome"] if saved.get(name, {}).get("outcome", "").startswith("skipped") else None
         why = why or (_why_not(job, results, weighted) if choosing and results else None) or job.skipped.get(name)
-        deadline = None if name == features.NAME else _deadline(job, len(names) - position if choosing else 1)
+        # larger runs on what the others leave: they share the time left without it.
+        sharing = [later for later in names[position:] if later != larger.NAME] or [name]
+        deadline = None if name == features.NAME else _deadline(job, len(sharing) if choosing else 1)
         minimum = RECIPES[name].MIN_EPOCHS if choosing else 0
         result = None if why else _run_one(name, job, results, saved, deadline=deadline, min_epochs=minimum)
         if isinstance(result, str):
@@ -169,7 +176,7 @@ def _run_one(name, job, done, saved, **budget):
 
 
 def _network(name, config):
-    arch, size = scratch.network(config) if name == scratch.NAME else (config.arch, config.image_size)
+    arch, size = RECIPES[name].network(config)
     return f"{arch}, {size} px"
 
 

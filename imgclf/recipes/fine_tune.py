@@ -40,6 +40,11 @@ def too_long(train_images, validation_images, forward_seconds, seconds_left):
     )
 
 
+def network(config):
+    """(architecture, image size) this recipe trains under `config`."""
+    return config.arch, config.image_size
+
+
 def describe(config):
     """What this recipe trains under `config`, in a line."""
     return f"{config.arch} at {config.image_size} px, every layer but batch normalization trained from the head"
