@@ -158,7 +158,7 @@ def _train(config, strategy, split, started, made_model_dir):
         model = chosen.model  # with the test-time flip built in when it was kept
         scored = evaluation.evaluate(
             devices.inference_model(chosen.trainee), config, split, chosen.inputs, job.labels, history,
-            recipes.leaderboard_text(board),
+            recipes.choice.leaderboard_text(board),
         )  # fmt: skip
         threshold, how, figures = scored["threshold"], scored["how"], scored["figures"]
     except Exception as error:

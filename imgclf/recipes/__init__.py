@@ -1,6 +1,6 @@
 """Recipes: the ways a classifier is trained from the decoded files, and `auto`, which tries them within
---time-budget, cheapest first, and keeps the one that labels the validation images best (a test set never
-chooses).
+--time-budget, cheapest first, and keeps the one that labels the validation images best (`choice.py`; a test
+set never chooses).
 
 Each recipe is a module with NAME, MIN_EPOCHS (as a candidate of `auto`), `network(config)`
 (the architecture and image size it trains), `describe(config)` (what it trains, in a line)
@@ -22,7 +22,7 @@ import keras
 
 from imgclf import artifacts, evaluation, fitting, models
 from imgclf.cli import UsageError
-from imgclf.recipes import features, fine_tune, larger, scratch
+from imgclf.recipes import choice, features, fine_tune, larger, scratch
 from imgclf.recipes.job import DONE_FILE, Job, Result, cache_file, remove_caches  # noqa: F401 - the interface
 
 RECIPES = {recipe.NAME: recipe for recipe in (features, scratch, fine_tune, larger)}  # auto tries them in this order
@@ -111,10 +111,11 @@ def run(job):
             end="",
         )
     results, board, weighted = {}, [], job.sample_weights is not None
+    truth = job.split.labels[job.split.validation]
     for position, name in enumerate(names):
         row = {"recipe": name, "network": _network(name, config)}
         why = saved[name]["outcome"] if saved.get(name, {}).get("outcome", "").startswith("skipped") else None
-        why = why or (_why_not(job, results, weighted) if choosing and results else None) or job.skipped.get(name)
+        why = why or (_why_not(job, results) if choosing and results else None) or job.skipped.get(name)
         # larger runs on what the others leave: they share the time left without it.
         sharing = [later for later in names[position:] if later != larger.NAME] or [name]
         deadline = None if name == features.NAME else _deadline(job, len(sharing) if choosing else 1)
@@ -129,14 +130,14 @@ def run(job):
             results[name] = result
             board.append({**row, **result.validation, "seconds": result.seconds})
         artifacts.write_text(saved_file, json.dumps(board, indent=2))
-    chosen = _best(results.values(), weighted) if choosing else results[names[-1]]
+    chosen = choice.best(results.values(), truth, weighted) if choosing else results[names[-1]]
     for row in board:
         if row["recipe"] == chosen.recipe:
             row["outcome"] = "chosen"
         elif "outcome" not in row:
             row["outcome"] = "not chosen" if choosing else "the start of the recipe chosen"
     if choosing and len(results) > 1:
-        print(f"\n{verdict(chosen, results.values(), weighted)}", flush=True)
+        print(f"\n{choice.verdict(chosen, results.values(), truth, weighted)}", flush=True)
     return chosen, board
 
 
@@ -148,11 +149,11 @@ def _deadline(job, sharing):
     return time.time() + max(0.0, job.deadline - time.time()) / sharing
 
 
-def _why_not(job, results, weighted):
+def _why_not(job, results):
     """Why `auto` does not start its next candidate, or None."""
-    best = _best(results.values(), weighted)
-    if best.validation["accuracy"] == 1:
-        return f"skipped: {best.recipe} labels every validation image right"
+    perfect = [result for result in results.values() if result.validation["accuracy"] == 1]
+    if perfect:
+        return f"skipped: {perfect[0].recipe} labels every validation image right"
     if job.deadline and time.time() >= job.deadline:
         return f"skipped: the {job.config.time_budget:g}-minute budget was spent"
     return None
@@ -170,8 +171,8 @@ def _run_one(name, job, done, saved, **budget):
     # features' seconds include the first pass, which computed its features (and kept the images for the others).
     first_pass = job.decoded.seconds if name == features.NAME else 0.0
     result.seconds = saved[name]["seconds"] if name in saved else round(time.time() - started + first_pass, 1)
-    result.validation = score(job, result)
-    print(f"{name}: {describe_scores(result.validation)} on the validation images, {result.seconds:.0f} s.")
+    result.validation, result.right = score(job, result)
+    print(f"{name}: {choice.describe_scores(result.validation)} on the validation images, {result.seconds:.0f} s.")
     return result
 
 
@@ -181,56 +182,9 @@ def _network(name, config):
 
 
 def score(job, result):
-    """`evaluation.validation_scores` of `result` on the validation images: the same for every candidate."""
+    """`evaluation.validation_scores` of `result` on the validation images (the same for every candidate), and which
+    of them it labels right."""
     truth, probabilities = evaluation.probabilities_of(
         result.trainee, job.split, job.split.validation, result.inputs, job.labels, job.config
     )
-    return evaluation.validation_scores(truth, probabilities)
-
-
-def _measure(weighted):
-    """What `auto` maximizes first: accuracy on the validation images, balanced accuracy when classes are
-    weighted (then the lower loss)."""
-    return "balanced_accuracy" if weighted else "accuracy"
-
-
-def _key(result, weighted):
-    return result.validation[_measure(weighted)], -result.validation["loss"]
-
-
-def _best(results, weighted):
-    results = list(results)
-    return max(results, key=lambda result: _key(result, weighted)) if results else None
-
-
-def describe_scores(scores):
-    """A candidate's validation figures, in words."""
-    return f"accuracy {scores['accuracy']:.2%} (balanced {scores['balanced_accuracy']:.2%}), loss {scores['loss']:.3f}"
-
-
-def verdict(chosen, results, weighted):
-    """The line that says which candidate won and by how much."""
-    runner_up = _best((result for result in results if result is not chosen), weighted)
-    field = _measure(weighted)
-    measure = field.replace("_", " ")
-    gain = chosen.validation[field] - runner_up.validation[field]
-    return (
-        f"Chosen: {chosen.recipe} ({chosen.arch}, {chosen.image_size} px), validation {measure} "
-        f"{chosen.validation[field]:.2%}: {gain * 100:+.1f} points over {runner_up.recipe} "
-        f"({runner_up.validation[field]:.2%}), loss {chosen.validation['loss']:.3f} against "
-        f"{runner_up.validation['loss']:.3f}."
-    )
-
-
-def leaderboard_text(board):
-    """The leaderboard as report.txt's table."""
-    lines = [f"{'recipe':<10} {'network':<26} {'accuracy':>9} {'balanced':>9} {'loss':>7} {'seconds':>8}  outcome"]
-    for row in board:
-        if "accuracy" in row:
-            figures = (
-                f"{row['accuracy']:>9.2%} {row['balanced_accuracy']:>9.2%} {row['loss']:>7.3f} {row['seconds']:>8.0f}"
-            )
-        else:
-            figures = f"{'-':>9} {'-':>9} {'-':>7} {'-':>8}"
-        lines.append(f"{row['recipe']:<10} {row['network']:<26} {figures}  {row['outcome']}")
-    return "\n".join(lines) + "\n"
+    return evaluation.validation_scores(truth, probabilities), choice.labeled_right(truth, probabilities)

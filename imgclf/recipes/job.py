@@ -72,6 +72,7 @@ class Result:
     learning_rate: float  # the peak, on one device
     seconds: float = 0.0
     validation: dict = None  # accuracy, balanced_accuracy and loss on the validation images
+    right: np.ndarray = None  # which validation images it labels right
 
 
 def train_or_restore(job, model, inputs, name, **fit_args):
