@@ -49,6 +49,8 @@ def run(job, done, deadline=None, min_epochs=0):
             f"its pass over every file is slower than the first pass ({job.decoded.seconds / 60:.1f} min), and "
             f"{max(0.0, deadline - time.time()) / 60:.1f} min are left"
         )
+    # It trains on features: the pictures kept for the candidates before it go (unless the result of one holds them).
+    job.kept_images.clear()
     with job.strategy.scope():
         model = models.build_model(arch, size, len(job.split.class_names))
     if decoded is None:
