@@ -79,7 +79,8 @@ class TrainConfig(_Checked):
         "auto",
         "how to train: features (a pretrained --arch frozen, a head trained on its features: seconds), fine-tune "
         "(then the whole network, on augmented images), scratch (the compact network from random weights) or auto "
-        "(tries them cheapest first within --time-budget and keeps the best on the validation images)",
+        "(tries them cheapest first within --time-budget, then EfficientNet-Lite2's features on the time left, and "
+        "keeps the best on the validation images)",
         choices=RECIPES,
     )
     time_budget: float = setting(

@@ -1,8 +1,9 @@
 """Test-time flip: the saved model labels each picture and its mirror image and averages the two answers.
 
 Built into the model itself, of Keras layers (so model.h5 and every export carry it). `--tta auto` keeps it only
-when it labels more validation images right with no higher loss (and, classes weighted, no lower balanced
-accuracy): it doubles the model's work per picture. Never for grey pictures (X-rays, scans), whose left and
+when it labels the validation images clearly better (by more than one standard error, as `auto` compares its
+candidates: `recipes/choice.py`; balanced accuracy when classes are weighted) with no higher loss: it doubles
+the model's work per picture. Never for grey pictures (X-rays, scans), whose left and
 right are not interchangeable.
 """
 
@@ -13,6 +14,7 @@ import numpy as np
 from keras import layers
 
 from imgclf import data, evaluation, models
+from imgclf.recipes import choice
 
 AVERAGE = "flip_average"  # the layer that marks a model with the flip built in
 
@@ -49,11 +51,6 @@ def _on_mirrored(network):
     return keras.Model(pixels, network(_mirror(pixels)))
 
 
-def _worse(after, before, weighted):
-    """True when `after` has a higher loss than `before`, or (classes weighted) a lower balanced accuracy."""
-    return after["loss"] > before["loss"] or (weighted and after["balanced_accuracy"] < before["balanced_accuracy"])
-
-
 def _mirrored_features(job, chosen, indices, into):
     """Writes the frozen backbone's features of the files at `indices`, mirrored, into those rows of `into`."""
     print(f"Test-time flip: the features of {len(indices):,} mirrored images...", flush=True)
@@ -83,12 +80,22 @@ def choose(job, chosen):
     _, mirrored = evaluation.probabilities_of(
         mirrored_model, split, split.validation, mirrored_inputs, job.labels, job.config
     )
-    before = evaluation.validation_scores(truth, plain)
-    after = evaluation.validation_scores(truth, (plain + mirrored) / 2)
+    averaged, weighted = (plain + mirrored) / 2, job.sample_weights is not None
+    before, after = evaluation.validation_scores(truth, plain), evaluation.validation_scores(truth, averaged)
     gained = round((after["accuracy"] - before["accuracy"]) * len(truth))  # validation images now labeled right
-    used = mode == "flip" or (gained > 0 and not _worse(after, before, job.sample_weights is not None))
+    right = choice.labeled_right(truth, averaged), choice.labeled_right(truth, plain)
+    difference, standard_error = choice.difference(*right, choice.image_weights(truth, weighted))
+    clearly = difference > standard_error
+    used = mode == "flip" or (clearly and after["loss"] <= before["loss"])
     gain = f"it labels {gained} more validation image(s) right" if gained > 0 else "no more validation images right"
-    why = "--tta flip" if mode == "flip" else (gain if gained <= 0 or used else f"{gain}, but scores worse otherwise")
+    if mode == "flip":
+        why = "--tta flip"
+    elif used:
+        why = f"{gain}, more than one standard error"
+    elif not clearly:
+        why = f"{gain}, within one standard error: not worth twice the work" if gained > 0 else gain
+    else:
+        why = f"{gain}, but with a higher loss"
     print(
         f"Test-time flip ({'kept' if used else 'not kept'}: {why}): validation accuracy {before['accuracy']:.2%} -> "
         f"{after['accuracy']:.2%} (balanced {before['balanced_accuracy']:.2%} -> {after['balanced_accuracy']:.2%}), "
@@ -96,7 +103,11 @@ def choose(job, chosen):
         + (" (each picture and its mirror image are labeled: twice the model's work)." if used else "."),
         flush=True,
     )
-    decision = {"used": used, "why": why, "validation": {"plain": before, "flipped": after}}
+    decision = {
+        "used": used, "why": why, "validation": {"plain": before, "flipped": after},
+        # in the measure `auto` chooses by (balanced accuracy when classes are weighted)
+        "gain": round(difference, 4), "standard_error": round(standard_error, 4),
+    }  # fmt: skip
     if not used:
         return chosen, decision
     model = with_flip(chosen.model)

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, run_script, write_class_tree, write_mirror_tree
 from test_resume import _start, _wait_for_epochs
 
-from imgclf import fitting
+from imgclf import fitting, recipes
 from imgclf.recipes import choice, larger
 
 
@@ -229,3 +229,17 @@ def test_auto_keeps_the_lower_loss_among_candidates_validation_cannot_tell_apart
     rare_missed = _candidate("rare", truth, [98, 99], loss=0.01)
     assert choice.best([common_missed, rare_missed], truth, weighted=False) is rare_missed
     assert choice.best([common_missed, rare_missed], truth, weighted=True) is common_missed
+
+
+def test_a_candidate_leaves_fine_tune_its_estimated_minimum(monkeypatch):
+    """scratch's share of the time left stops where fine-tune's two epochs, estimated at the first pass's pace,
+    would no longer fit after it; fine-tune already skipped, scratch takes its plain share."""
+    now = 1000.0
+    monkeypatch.setattr(recipes.time, "time", lambda: now)
+    split = types.SimpleNamespace(paths=[None] * 1000, train=range(800), validation=range(200))
+    # 0.1 s an image in the first pass: 2 epochs x 0.1 s x (800 x 2.5 + 200) = 440 s.
+    job = types.SimpleNamespace(deadline=now + 600, skipped={}, split=split, decoded=types.SimpleNamespace(seconds=100))
+    assert recipes._deadline(job, ["scratch", "fine-tune"]) == pytest.approx(now + 600 - 440)
+    assert recipes._deadline(job, ["fine-tune"]) == now + 600
+    job.skipped["fine-tune"] = "skipped: too long"
+    assert recipes._deadline(job, ["scratch", "fine-tune"]) == now + 300

@@ -5,7 +5,9 @@ set never chooses).
 Each recipe is a module with NAME, MIN_EPOCHS (as a candidate of `auto`), `network(config)`
 (the architecture and image size it trains), `describe(config)` (what it trains, in a line)
 and `run(job, done, deadline, min_epochs) -> Result or why it was skipped` (`done`: the
-results of the recipes before it), fitting with `job.train_or_restore`:
+results of the recipes before it), fitting with `job.train_or_restore`; one whose minimum
+can be estimated before it starts has `minimum_seconds(job)`, which the candidates before
+it leave it:
 
 - features (`features.py`): the pretrained backbone frozen, the head trained on its features: seconds.
 - scratch (`scratch.py`): the compact network from random weights, on augmented images.
@@ -78,8 +80,9 @@ def still_keep(config, split, deadline, skipped):
         return None
 
     def answer(seconds_per_image):
-        # Time left once the pass ends (its forward passes are most of it) for what comes after it.
-        left = deadline - time.time() - len(split.paths) * seconds_per_image
+        # Time left for the recipes: the rest of the pass (its forward passes are most of it), and as long again for
+        # the evaluation and the report at the end, come off.
+        left = deadline - time.time() - 2 * len(split.paths) * seconds_per_image
         why = fine_tune.too_long(len(split.train), len(split.validation), seconds_per_image, left)
         if why:
             skipped[fine_tune.NAME] = f"skipped: {why}"
@@ -93,8 +96,9 @@ def run(job):
     """Runs the recipes of `plan`; returns (the chosen Result, the leaderboard: a dict per recipe).
 
     `features` has no deadline (its epochs are seconds, and there is always a model); the
-    others get the budget's (as candidates of `auto`, an equal share of the time left) and
-    their own minimum of epochs (alone: at least one epoch, whatever the time left).
+    others get the budget's (as candidates of `auto`, an equal share of the time left, which
+    `larger` does not take: it gets what they leave) and their own minimum of epochs (alone:
+    at least one epoch, whatever the time left).
     """
     config, names = job.config, plan(job.config)
     saved_file = os.path.join(fitting.checkpoint_dir(config), LEADERBOARD_FILE)
@@ -118,7 +122,7 @@ def run(job):
         why = why or (_why_not(job, results) if choosing and results else None) or job.skipped.get(name)
         # larger runs on what the others leave: they share the time left without it.
         sharing = [later for later in names[position:] if later != larger.NAME] or [name]
-        deadline = None if name == features.NAME else _deadline(job, len(sharing) if choosing else 1)
+        deadline = None if name == features.NAME else _deadline(job, sharing if choosing else [name])
         minimum = RECIPES[name].MIN_EPOCHS if choosing else 0
         result = None if why else _run_one(name, job, results, saved, deadline=deadline, min_epochs=minimum)
         if isinstance(result, str):
@@ -142,11 +146,15 @@ def run(job):
 
 
 def _deadline(job, sharing):
-    """A candidate's deadline: an equal share of the time left among the `sharing` candidates still to run (itself
-    included), so a cheap one does not leave a better one no time; the last one takes all that is left."""
+    """A candidate's deadline: an equal share of the time left among the candidates `sharing` it (itself first), so
+    a cheap one does not leave a better one no time, and never into the minimum a later one needs (fine-tune's,
+    estimated at the first pass's pace); the last one takes all that is left."""
     if job.deadline is None:
         return None
-    return time.time() + max(0.0, job.deadline - time.time()) / sharing
+    later = [RECIPES[name] for name in sharing[1:] if name not in job.skipped]
+    kept_for_later = sum(recipe.minimum_seconds(job) for recipe in later if hasattr(recipe, "minimum_seconds"))
+    share = time.time() + max(0.0, job.deadline - time.time()) / len(sharing)
+    return min(share, job.deadline - kept_for_later)
 
 
 def _why_not(job, results):

@@ -31,11 +31,17 @@ def image_weights(truth, weighted):
     return 1 / (np.count_nonzero(counts) * counts[truth])
 
 
-def clearly_better(first, second, weights):
-    """True when candidate `first` scores above `second` on the validation images by more than one standard error of
-    the difference."""
-    differs = weights * (first.right.astype(float) - second.right)
-    return float(differs.sum()) > float(np.sqrt(np.sum(differs**2)))
+def difference(first_right, second_right, weights):
+    """(how much the first of two answers to the validation images scores above the second, the standard error of
+    that difference), from which images each labels right, each image counting `weights`."""
+    differs = weights * (np.asarray(first_right, float) - second_right)
+    return float(differs.sum()), float(np.sqrt(np.sum(differs**2)))
+
+
+def clearly_better(first_right, second_right, weights):
+    """True when the first answer scores above the second by more than one standard error of the difference."""
+    gain, standard_error = difference(first_right, second_right, weights)
+    return gain > standard_error
 
 
 def best(results, truth, weighted):
@@ -46,7 +52,7 @@ def best(results, truth, weighted):
     field = measure(weighted)
     leader = max(results, key=lambda result: (result.validation[field], -result.validation["loss"]))
     weights = image_weights(truth, weighted)
-    close = [result for result in results if not clearly_better(leader, result, weights)]
+    close = [result for result in results if not clearly_better(leader.right, result.right, weights)]
     return min(close, key=lambda result: result.validation["loss"])
 
 

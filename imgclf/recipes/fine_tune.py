@@ -28,16 +28,28 @@ AUGMENTATION = {"rotation": 0.03, "zoom": 0.1, "shear": 0.0, "shift": 0.05, "fli
 FORWARD_IMAGES_PER_IMAGE = 2.5
 
 
+def _minimum(train_images, validation_images, forward_seconds):
+    """Seconds MIN_EPOCHS take, at `forward_seconds` per image through the frozen backbone."""
+    return MIN_EPOCHS * forward_seconds * (train_images * FORWARD_IMAGES_PER_IMAGE + validation_images)
+
+
 def too_long(train_images, validation_images, forward_seconds, seconds_left):
     """Why MIN_EPOCHS of fine-tuning cannot fit in `seconds_left`, at `forward_seconds` per image through the frozen
     backbone (the first pass's pace); None when they may. Lets `auto` not keep images it would not train on."""
-    epoch = forward_seconds * (train_images * FORWARD_IMAGES_PER_IMAGE + validation_images)
-    if MIN_EPOCHS * epoch <= seconds_left:
+    need = _minimum(train_images, validation_images, forward_seconds)
+    if need <= seconds_left:
         return None
     return (
-        f"{MIN_EPOCHS} epochs need about {MIN_EPOCHS * epoch / 60:.1f} min at the pace of the features pass; "
+        f"{MIN_EPOCHS} epochs need about {need / 60:.1f} min at the pace of the features pass; "
         f"{max(0.0, seconds_left) / 60:.1f} min will be left"
     )
+
+
+def minimum_seconds(job):
+    """Seconds MIN_EPOCHS take, estimated at the first pass's pace (decoding included): what `auto` keeps for them
+    when a candidate runs before this one."""
+    split = job.split
+    return _minimum(len(split.train), len(split.validation), job.decoded.seconds / max(1, len(split.paths)))
 
 
 def network(config):

@@ -25,7 +25,7 @@ class Job:
     sample_weights: object  # every file's class weight, or None
     decoded: object  # the first pass (data.Decoded): a frozen backbone's features of every file, or the images
     model: object  # the network of --arch (or --init-from), built before the first pass
-    deadline: float | None  # time.time() by which training should end; None: no budget
+    deadline: float | None  # time.time() by which the recipes should end (the budget's, less the end's); None: none
     grayscale: bool = False  # the training images are grey pictures (X-rays, scans): no mirrored copies then
     kept_images: dict = dataclasses.field(default_factory=dict)  # {size: uint8 images of every file}
     skipped: dict = dataclasses.field(default_factory=dict)  # {recipe: why auto skips it}, known before it starts
