@@ -264,8 +264,7 @@ def _prepare(config, strategy, split, class_weights, deadline, color_mode):
     split, copies = splits.check_copies(split, decoded, config)
     copies_seconds = time.time() - checked
     splits.write_splits(split, decoded.errors, config.model_dir)
-    # The evaluation and the report after training relabel every picture about once: the recipes leave them as
-    # long as the first pass took, out of the budget.
+    # The end (evaluation, report) relabels every picture about once: the recipes leave it the first pass's time.
     job = recipes.Job(
         config, strategy, split, outputs.encode_labels(split.labels, len(split.class_names)),
         None if class_weights is None else class_weights[split.labels], decoded, model,
