@@ -159,6 +159,12 @@ class TrainConfig(_Checked):
         "auto (bfloat16 on CPUs with AMX, float16 on GPUs with tensor cores, where each is faster), on or off",
         choices=["auto", "on", "off"],
     )
+    runtime: str = setting(
+        "auto",
+        "runtime of the frozen backbone's pass over every image: auto (ONNX Runtime on CPUs, where it is fastest; "
+        "TensorFlow on GPUs), keras, onnx or litert",
+        choices=["auto", "keras", "onnx", "litert"],
+    )
     jit: str = setting(
         "auto",
         "compile training steps with XLA: auto (on GPUs, where it is faster), on or off",
@@ -261,6 +267,12 @@ class PredictConfig(_Checked):
     convert: str = setting("", "write the --model (e.g. a Keras 2 file) in today's format into this folder, and stop")
     ignore_checksum: bool = setting(False, "use a model file even if it changed since training (SHA-256 mismatch)")
     unsafe_load: bool = setting(False, "allow Lambda layers and non-Keras classes: only for model files you trust")
+    runtime: str = setting(
+        "auto",
+        "what labels the images: auto (ONNX Runtime on CPUs, where it is fastest, from model.onnx beside the model; "
+        "TensorFlow on GPUs), keras, onnx or litert",
+        choices=["auto", "keras", "onnx", "litert"],
+    )
     mixed_precision: str = setting(
         "auto",
         "labeling arithmetic: auto (bfloat16 on CPUs with AMX, float16 on GPUs with tensor cores), on or off",

@@ -22,7 +22,6 @@ from imgclf import cli
 
 def main():
     settings = config.parse(config.PredictConfig, __doc__)
-    cli.quiet_tensorflow()
     from imgclf import labeling
 
     return labeling.predict(settings)

@@ -47,10 +47,10 @@ def upscale_to_12mp(files, folder):
 
 def decode_floor(files, size):
     """(b) Images/s decoding and resizing with the product's own loader on all cores, and nothing else."""
-    from imgclf import data
+    from imgclf import decoding
 
     started = time.time()
-    for _ in data.decode_dataset(files, size, batch_size=64):
+    for _ in decoding.batches(files, size, batch_size=64):
         pass
     return len(files) / (time.time() - started)
 
@@ -98,7 +98,7 @@ def model_alone(model_file, images, repeats, mixed_precision="off"):
     if runtimes.is_exported(model_file):
         run = runtimes.exported_runner(model_file)
     else:
-        run = runtimes.keras_runner(devices.inference_model(artifacts.load_model(model_file), mixed_precision))
+        run = runtimes.keras_model.runner(devices.inference_model(artifacts.load_model(model_file), mixed_precision))
     run(images)  # warm-up: compilation, allocation
     started = time.time()
     for _ in range(repeats):
@@ -113,44 +113,52 @@ def labeled(output):
         return {row["path"]: row for row in csv.DictReader(handle)}
 
 
-def end_to_end(model_file, test_set, folder, name, *extra):
-    """predict.py --evaluate on Test_Set: (images/s, accuracy, rows by path, peak RSS MB)."""
+def end_to_end(model_args, test_set, folder, name, *extra):
+    """predict.py on Test_Set's files: (labeling images/s, whole-command images/s, accuracy, rows by path, peak RSS
+    MB, the runtime line)."""
     output = os.path.join(folder, f"{name}.csv")
-    _, stdout, rss = run_script("predict.py", "--model", model_file, "--input", test_set, "--evaluate",
-                                "--output", output, *extra)  # fmt: skip
+    files = [os.path.join(test_set, label, name) for label in os.listdir(test_set)
+             for name in os.listdir(os.path.join(test_set, label))]  # fmt: skip
+    wall, stdout, rss = run_script("predict.py", *model_args, "--input", test_set, "--output", output, *extra)
     line = next(line for line in stdout.splitlines() if line.startswith("Labeled "))
     rate = float(line.split("(")[1].split(" images/s")[0])
-    accuracy = float(next(line for line in stdout.splitlines() if line.startswith("accuracy:")).split()[1])
-    return rate, accuracy, labeled(output), rss
+    rows = labeled(output)
+    accuracy = sum(row["label"] == os.path.basename(os.path.dirname(path)) for path, row in rows.items()) / len(rows)
+    runtime = next((line for line in stdout.splitlines() if line.startswith("Runtime: ")), "?")
+    return rate, len(files) / wall, accuracy, rows, rss, runtime
 
 
 def runtimes_table(model_dir, batch=32, repeats=8):
     import numpy as np
 
-    from imgclf import data, devices, folders
+    from imgclf import decoding, devices, folders
 
     test_set = photos_dir() / "Test_Set"
     files = folders.list_files(test_set)
     size = read_metadata(model_dir)["image_size"]
     print(f"Runtimes: {model_dir} at {size}x{size}, {len(files)} Test_Set photos, batches of {batch}.")
     floor = decode_floor(files, size)
-    images = next(iter(data.decode_dataset(files[:batch], size, batch)))[0].numpy()
+    images = next(decoding.batches(files[:batch], size, batch)).images
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         copy = exported_copy(model_dir, folder)
-        runs = [("Keras float32", "model.h5", "off")]
+        folder_args = ["--model-dir", copy]
+        runs = [("Keras float32 (--runtime keras)", "model.h5", [*folder_args, "--runtime", "keras"])]
         if devices.cpu_has_amx():
-            runs.append(("Keras bfloat16", "model.h5", "on"))
-        runs += [("ONNX Runtime float32", "model.onnx", "off"), ("LiteRT float32", "model.tflite", "off"),
-                 ("LiteRT int8", "model_int8.tflite", "off")]  # fmt: skip
+            runs.append(("Keras bfloat16", "model.h5", [*folder_args, "--runtime", "keras", "--mixed-precision", "on"]))
+        runs += [("default (--runtime auto)", "model.onnx", folder_args),
+                 ("LiteRT float32 (--runtime litert)", "model.tflite", [*folder_args, "--runtime", "litert"]),
+                 ("LiteRT int8 (--model model_int8.tflite)", "model_int8.tflite",
+                  ["--model", os.path.join(copy, "model_int8.tflite")])]  # fmt: skip
         reference = None
-        for name, model, reduced in runs:
+        for name, model, model_args in runs:
             model_file = os.path.join(copy, model)
-            alone = model_alone(model_file, images, repeats, reduced)
-            rate, accuracy, rows_by_path, rss = end_to_end(
-                model_file, test_set, folder, name.replace(" ", "_"), "--mixed-precision", reduced
+            alone = model_alone(model_file, images, repeats, "on" if "bfloat16" in name else "off")
+            rate, whole, accuracy, rows_by_path, rss, runtime = end_to_end(
+                model_args, test_set, folder, model.replace(".", "_") + str(len(rows))
             )
-            reference = reference or (rate, accuracy, rows_by_path)
+            print(f"  {name}: {runtime}")
+            reference = reference or (whole, accuracy, rows_by_path)
             same = np.mean([rows_by_path[p]["label"] == row["label"] for p, row in reference[2].items()])
             gap = max(
                 abs(float(rows_by_path[p][c]) - float(row[c]))
@@ -159,30 +167,36 @@ def runtimes_table(model_dir, batch=32, repeats=8):
                 if c.startswith("prob_")
             )
             bound = 1 / (1 / floor + 1 / alone)
-            rows.append([name, f"{alone:.0f}", f"{rate:.0f}", f"{rate / reference[0]:.1f}x", f"{bound:.0f}",
-                         f"{rate / bound:.0%}", f"{accuracy:.2%}", f"{(accuracy - reference[1]) * 100:+.1f}",
-                         f"{same:.1%}", f"{gap:.4f}", f"{rss:.0f}"])  # fmt: skip
+            rows.append([name, f"{alone:.0f}", f"{rate:.0f}", f"{rate / bound:.0%}", f"{whole:.0f}",
+                         f"{whole / reference[0]:.2f}x", f"{accuracy:.2%}", f"{same:.2%}", f"{gap:.5f}",
+                         f"{rss:.0f}"])  # fmt: skip
     if not devices.cpu_has_amx():
         print("Keras bfloat16: not run: this CPU has no AMX, where bfloat16 is slower than float32 (section 6).")
     print(f"Decode floor (decoding and resizing alone, all cores): {floor:.0f} images/s.")
-    print(
-        table(
-            rows,
-            [
-                "runtime",
-                "model alone images/s",
-                "predict.py images/s",
-                "vs Keras",
-                "bound images/s",
-                "of bound",
-                "Test_Set accuracy",
-                "points vs Keras",
-                "same label as Keras",
-                "max prob difference",
-                "peak RSS MB",
-            ],
-        )  # fmt: skip
-    )
+    headers = ["runtime", "model alone images/s", "labeling images/s", "of bound 1/(1/decode+1/model)",
+               "whole command images/s", "whole vs Keras", "Test_Set accuracy", "same label as Keras",
+               "max prob difference", "peak RSS MB"]  # fmt: skip
+    print(table(rows, headers))
+
+
+def cold_start(model_dir, repeats=5):
+    """One picture, the whole `predict.py` command, by default and with --runtime keras: median wall seconds."""
+    import statistics
+
+    picture = next((photos_dir() / "Test_Set").glob("*/*"))
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        copy = os.path.join(folder, "model")
+        shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "logs", "saved_model"))
+        output = os.path.join(folder, "one.csv")
+        run_script("predict.py", "--model-dir", copy, "--input", picture, "--output", output)  # writes model.onnx
+        for name, extra in (("default (--runtime auto)", []), ("--runtime keras", ["--runtime", "keras"])):
+            walls = [run_script("predict.py", "--model-dir", copy, "--input", picture, "--output", output, *extra)
+                     for _ in range(repeats)]  # fmt: skip
+            rows.append([name, f"{statistics.median(wall for wall, _, _ in walls):.2f}",
+                         f"{max(rss for _, _, rss in walls):.0f}"])  # fmt: skip
+    print(f"One picture ({picture.name}), whole command, median of {repeats}:")
+    print(table(rows, ["predict.py", "seconds", "peak RSS MB"]))
 
 
 def batch_size_table(model_dir, sizes):
@@ -192,7 +206,9 @@ def batch_size_table(model_dir, sizes):
     with tempfile.TemporaryDirectory() as folder:
         for size in sizes:
             model_file = os.path.join(model_dir, "model.h5")
-            rate, _, _, rss = end_to_end(model_file, test_set, folder, f"batch_{size}", "--batch-size", size)
+            rate, _, _, _, rss, _ = end_to_end(
+                ["--model", model_file], test_set, folder, f"batch_{size}", "--batch-size", size
+            )
             rows.append([size, f"{rate:.0f}", f"{rss:.0f}"])
     print(table(rows, ["--batch-size", "predict.py images/s", "peak RSS MB"]))
 
@@ -288,6 +304,7 @@ def main():
     parser.add_argument("--large-count", type=int, default=200, help="how many 12-megapixel JPEGs to make")
     parser.add_argument("--library", type=int, default=0, help="label this many small images, against 2,000")
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="predict.py with Keras at each of these batch sizes")
+    parser.add_argument("--cold", action="store_true", help="one picture: the whole command, default against Keras")
     args = parser.parse_args()
     print(f"Machine: {machine()}")
     if args.library:
@@ -296,6 +313,8 @@ def main():
         batch_size_table(args.model_dir, args.batch_sizes)
     elif args.classic:
         classic_table(args)
+    elif args.cold:
+        cold_start(args.model_dir)
     else:
         runtimes_table(args.model_dir)
 

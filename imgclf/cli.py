@@ -30,6 +30,12 @@ def quiet_tensorflow():
         import tensorflow  # noqa: F401
 
 
+def reason(error, first=False):
+    """An exception's message in one short line: its last line (or `first`), else its type's name."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return lines[0 if first else -1][:300]
+
+
 @contextlib.contextmanager
 def native_stderr_silenced():
     """Points file descriptor 2 at /dev/null meanwhile: for C++ code that logs there (TensorFlow, the

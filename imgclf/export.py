@@ -14,10 +14,9 @@ import json
 import os
 import shutil
 
-import keras
 import numpy as np
 
-from imgclf import artifacts, cli, data, folders
+from imgclf import artifacts, cli, decoding, folders
 from imgclf.cli import UsageError
 
 # What each --export format writes into the model folder.
@@ -36,6 +35,8 @@ def inference_network(model):
     Mixed-precision models are rebuilt from their config with every dtype policy
     set to float32 (ONNX and LiteRT need float32 throughout), nested backbones included.
     """
+    import keras
+
     config = _float32_config(model.get_config())
     network = model.__class__.from_config(config)
     network.set_weights(model.get_weights())
@@ -90,7 +91,7 @@ def calibration_paths(metadata, folder, count=CALIBRATION_IMAGES):
 
 
 def _calibration_batches(paths, image_size):
-    decoded = data.decode_all(paths, image_size, cache_bytes=1 << 40, cache_file=None)
+    decoded = decoding.decode_all(paths, image_size, cache_bytes=1 << 40, cache_file=None)
     images, errors = decoded.inputs, decoded.errors
     unreadable = {index for index, _ in errors}
     usable = [i for i in range(len(paths)) if i not in unreadable]
@@ -104,7 +105,8 @@ def _calibration_batches(paths, image_size):
     return batches, len(usable)
 
 
-def _write(network, fmt, path, calibration):
+def write(network, fmt, path, calibration=None):
+    """Writes the float32 `network` (see `inference_network`) to `path` in format `fmt` (a key of FILES)."""
     import tensorflow as tf
 
     if fmt == "onnx":
@@ -183,10 +185,9 @@ def export(model, metadata, model_file, fmt, calibration_folder=""):
     try:
         try:
             with cli.native_stderr_silenced():  # The converters log their passes to stderr.
-                _write(network, fmt, temporary, calibration)
+                write(network, fmt, temporary, calibration)
         except Exception as error:  # The converters raise many types; each means this model cannot go there.
-            reason = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
-            raise UsageError(f"--export {fmt}: the converter failed ({reason}).") from None
+            raise UsageError(f"--export {fmt}: the converter failed ({cli.reason(error)}).") from None
         input_name, output_name = _io_names(fmt, temporary)
         _replace(temporary, target)
     finally:
@@ -237,3 +238,27 @@ def exported_entry(metadata, path):
     """The metadata.json entry of the exported file at `path`, or None when metadata.json does not list it."""
     name = os.path.basename(path)
     return next((entry for entry in metadata.get("exports", {}).values() if entry.get("file") == name), None)
+
+
+def for_runtime(model_file, metadata, runtime):
+    """(path, None): the model folder's export for `runtime` (a `runtimes` module), as metadata.json lists it; or
+    written now, once, when it is missing (a model trained before training wrote it) or changed; or (None, why not).
+    """
+    folder = os.path.dirname(os.path.abspath(model_file))
+    path = os.path.join(folder, runtime.FILE)
+    entry = metadata.get("exports", {}).get(runtime.EXPORT_FORMAT)
+    if entry and os.path.isfile(path) and artifacts.sha256(path) == entry.get("sha256"):
+        return path, None
+    state = "changed since it was written" if entry and os.path.exists(path) else "not written yet"
+    if not os.access(folder, os.W_OK):
+        return None, f"{path} is {state}, and {folder} is not writable"
+    print(f"{path}: {state}; writing it from {os.path.basename(model_file)}, once...", flush=True)
+    try:
+        with artifacts.one_writer(folder, "--model-dir"):
+            cli.quiet_tensorflow()
+            model = artifacts.load_model(model_file)
+            artifacts.check_matches_metadata(model, model_file, metadata)
+            export(model, metadata, model_file, runtime.EXPORT_FORMAT)
+    except UsageError as error:
+        return None, f"{path} could not be written ({error})"
+    return path, None

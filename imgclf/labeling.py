@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from imgclf import artifacts, data, devices, folders, legacy, metrics, outputs, report, runtimes
+from imgclf import artifacts, cli, decoding, export, folders, metrics, outputs, report, runtimes
 from imgclf import images as image_io
 from imgclf.cli import UsageError
 from imgclf.progress import Progress
@@ -22,6 +22,9 @@ def load_for_prediction(config):
     A model trained here comes with metadata.json, which is checked against it; a
     Keras 2 file is rebuilt by `legacy` and described by --classes, --resize, --rescale.
     """
+    cli.quiet_tensorflow()
+    from imgclf import legacy
+
     model_file = _model_file(config)
     if os.path.isdir(model_file):
         raise UsageError(f"--model: {model_file} is a folder. Pass a model file (model.h5, model.onnx, model.tflite).")
@@ -136,6 +139,8 @@ def predict(config):
         )
     if true_labels is not None:
         threshold = _threshold(config, metadata)
+        if model is None and not runtimes.is_exported(_model_file(config)):  # its Grad-CAM of the top losses
+            model = load_for_prediction(config)[0]
         _evaluation_report(paths, np.array(true_labels), np.array(chosen_labels), metadata, config, threshold, model)
     return 1 if errors else 0
 
@@ -145,6 +150,8 @@ def _model_file(config):
 
 
 def _convert_or_export(config):
+    from imgclf import legacy
+
     if runtimes.is_exported(_model_file(config)):
         raise UsageError(f"--convert and --export need the Keras model (model.h5), not {_model_file(config)}.")
     if config.convert:
@@ -165,16 +172,45 @@ def _convert_or_export(config):
 
 
 def _runner(config):
-    """(run, metadata, Keras model or None): the runtime that labels a batch, for a Keras model or an exported
-    file (which has no Keras model to explain)."""
+    """(run, metadata, Keras model or None): what labels a batch, on the runtime `runtimes.choose` picks: an
+    exported file (which has no Keras model to explain), the model folder's export for that runtime, or Keras."""
     model_file = _model_file(config)
     if runtimes.is_exported(model_file):
+        runtime = runtimes.of_file(model_file)
+        if config.runtime not in ("auto", runtime.NAME):
+            raise UsageError(f"--runtime {config.runtime}: {model_file} runs on {runtime.NAME}. Leave --runtime out.")
         metadata = load_exported_metadata(config, model_file)
         run = runtimes.exported_runner(model_file)
         _check_input_shape(run, model_file, metadata)
+        print(f"Runtime: {runtime.NAME} (--model {model_file}).")
         return run, metadata, None
+    runtime, why = runtimes.choose(config.runtime, _keras_needed(config, model_file))
+    if runtime is not runtimes.keras_model:
+        metadata = artifacts.read_metadata(model_file)
+        artifacts.check_checksum(model_file, metadata)
+        path, why_not = export.for_runtime(model_file, metadata, runtime)
+        if path:
+            run = runtimes.exported_runner(path)
+            _check_input_shape(run, path, metadata)
+            print(f"Runtime: {runtime.NAME} ({why}): {path}.")
+            return run, metadata, None
+        why = f"{why_not}; --runtime keras says so at once"
+    from imgclf import devices
+
     model, metadata, _ = load_for_prediction(config)
-    return runtimes.keras_runner(devices.inference_model(model, config.mixed_precision)), metadata, model
+    print(f"Runtime: keras ({why}).")
+    return runtimes.keras_model.runner(devices.inference_model(model, config.mixed_precision)), metadata, model
+
+
+def _keras_needed(config, model_file):
+    """Why this run labels with the Keras model itself, or None."""
+    if config.explain:
+        return "--explain draws its Grad-CAM from the Keras model"
+    if config.mixed_precision == "on":
+        return "--mixed-precision on computes in Keras"
+    if config.classes or config.weights or config.ignore_checksum or not artifacts.has_metadata(model_file):
+        return "a model without metadata.json of its own (or --ignore-checksum) labels in Keras"
+    return None
 
 
 def _explanations(config, model, paths, metadata):
@@ -226,7 +262,7 @@ def _label(run, paths, metadata, config, done, explanations=None):
     # On a terminal a progress bar stands in for the per-file lines; elsewhere (logs, pipes) one line per file.
     progress = Progress(len(paths), "files")
     errors, start = 0, 0
-    batches = data.decode_dataset(
+    batches = decoding.batches(
         paths,
         metadata["image_size"],
         config.batch_size,
@@ -235,11 +271,11 @@ def _label(run, paths, metadata, config, done, explanations=None):
     )
     with open(config.output, "a", encoding="utf-8", newline="") as handle:
         try:
-            for images, batch_errors in batches:
-                batch_paths = paths[start : start + len(batch_errors)]
-                start += len(batch_errors)
-                reasons = [error.decode() for error in batch_errors.numpy()]
-                probabilities = run(images.numpy())
+            for batch in batches:
+                images, reasons = batch.images, batch.errors
+                batch_paths = paths[start : start + len(reasons)]
+                start += len(reasons)
+                probabilities = outputs.class_probabilities(run(images))
                 chosen, confidence = outputs.label_rows(probabilities, threshold)
                 rows = []
                 for path, reason, index, score, probs in zip(batch_paths, reasons, chosen, confidence, probabilities):
@@ -257,7 +293,7 @@ def _label(run, paths, metadata, config, done, explanations=None):
                 if explanations:
                     readable = [i for i, reason in enumerate(reasons) if not reason]
                     explanations.write(
-                        [batch_paths[i] for i in readable], images.numpy()[readable], chosen[readable],
+                        [batch_paths[i] for i in readable], images[readable], chosen[readable],
                         confidence[readable],
                     )  # fmt: skip
                 progress.advance(len(batch_paths))
@@ -282,8 +318,6 @@ def load_exported_metadata(config, model_file):
             f"{model_file}: no metadata.json beside it. Keep each exported file with the metadata.json of its model."
         )
     metadata = artifacts.read_metadata(model_file)
-    from imgclf import export
-
     entry = export.exported_entry(metadata, model_file)
     if entry is None:
         raise UsageError(
@@ -393,6 +427,7 @@ def _evaluation_report(paths, true_labels, chosen_labels, metadata, config, thre
     """Writes <output>_report.txt (accuracy, balanced accuracy, ROC AUC, average precision, per class),
     the confusion matrix, the ROC and precision-recall curves and <output>_report.html (with the top
     losses and their Grad-CAM when `model` is a Keras model), from the probabilities in the CSV."""
+    cli.quiet_tensorflow()
     from imgclf import diagnosis
 
     class_names, output = metadata["class_names"], config.output

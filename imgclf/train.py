@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from imgclf import (
     artifacts,
-    data,
+    decoding,
     devices,
     diagnosis,
     distribute,
@@ -26,6 +26,7 @@ from imgclf import (
     models,
     outputs,
     recipes,
+    runtimes,
     splits,
     tta,
 )
@@ -213,12 +214,25 @@ def _train(config, strategy, split, started, made_model_dir):
     diagnosis.write_training_report(chosen, config, split, decoded, copies, scored, metadata)
     metadata["training"]["report_seconds"] = round(time.time() - reported, 2)
     artifacts.save_model(model, artifacts.staged(config.model_dir), metadata)
+    _write_inference_export(model, metadata, config)
     # The earlier model's exports go too: they would label with a model that is no longer there.
     artifacts.commit(artifacts.staged(config.model_dir), config.model_dir, REPORT_FILES + list(export.FILES.values()))
     # The run is complete: its resume state and best-epoch weights are in model.h5 now.
     shutil.rmtree(fitting.checkpoint_dir(config), ignore_errors=True)
     evaluation.print_summary(metadata, config.model_dir)
     return 0
+
+
+def _write_inference_export(model, metadata, config):
+    """Writes the export that predict.py labels with on this machine (model.onnx on CPUs) beside the staged model,
+    listed in its metadata.json; a converter that fails leaves predict.py to write it or to label in Keras."""
+    runtime, _ = runtimes.choose(config.runtime)
+    if runtime is runtimes.keras_model:
+        return
+    try:
+        export.export(model, metadata, artifacts.staged(config.model_dir, artifacts.MODEL_FILE), runtime.EXPORT_FORMAT)
+    except UsageError as error:
+        print(f"note: {error} predict.py labels in Keras, or tries it again.")
 
 
 def resumed_config(config):
@@ -258,7 +272,7 @@ def _prepare(config, strategy, split, class_weights, deadline, color_mode):
     """Builds the network, decodes every file once, leaves out the unreadable ones, finds the copies and writes
     splits.csv: (the recipes.Job, the copies, seconds the copies took)."""
     model = _build(config, strategy, split.class_names)
-    decoded, kept, skipped = _first_pass(config, model, split, deadline)
+    decoded, found = _first_pass(config, model, split, deadline)
     split = splits.drop_unreadable(split, decoded.errors, config.model_dir, config.strict)
     checked = time.time()
     split, copies = splits.check_copies(split, decoded, config)
@@ -268,8 +282,7 @@ def _prepare(config, strategy, split, class_weights, deadline, color_mode):
     job = recipes.Job(
         config, strategy, split, outputs.encode_labels(split.labels, len(split.class_names)),
         None if class_weights is None else class_weights[split.labels], decoded, model,
-        deadline and deadline - decoded.seconds,
-        color_mode == "grayscale" or splits.looks_grayscale(split), kept, skipped,
+        deadline and deadline - decoded.seconds, color_mode == "grayscale" or splits.looks_grayscale(split), **found,
     )  # fmt: skip
     if job.grayscale and recipes.plan(config) != ["features"]:
         print("The training images are grey pictures: augmentation makes no mirrored copies of them.")
@@ -287,7 +300,8 @@ def _has_progress(config):
 
 
 def _first_pass(config, model, split, deadline):
-    """Decodes every file once: (data.Decoded, {image size: images kept}, {recipe: why auto skips it}).
+    """Decodes every file once: (decoding.Decoded, what the pass found out: the recipes.Job fields kept_images,
+    skipped, backbones and keras_slowdown).
 
     A pretrained network's frozen backbone computes its features of each image in the
     same pass; the images themselves are kept too when a recipe to come trains on them
@@ -297,31 +311,41 @@ def _first_pass(config, model, split, deadline):
     size, cache_bytes = config.image_size, config.cache_mb * 2**20
     cache_file = recipes.cache_file(config.model_dir, size)
     kept_pass = os.path.join(fitting.checkpoint_dir(config), PASS_FILE)
-    decoded = data.load_decoded(kept_pass, split.paths) if parts and config.resume else None
+    decoded = decoding.load_decoded(kept_pass, split.paths) if parts and config.resume else None
     if decoded:  # The images are decoded again when a recipe trains on them: a second of the backbone's minutes.
         print(f"Kept the {parts[0].name} features computed before the interruption ({len(split.paths):,} files).")
-        return decoded, {}, {}
+        return decoded, {}
     skipped = {}
     if parts:
         keep = recipes.keeps_images(config)
-        images = data.image_cache(len(split.paths), size, cache_bytes, cache_file) if keep else None
+        images = decoding.image_cache(len(split.paths), size, cache_bytes, cache_file) if keep else None
+        forward, runtime, line = runtimes.backbone_runner(parts[0], config.runtime, fitting.checkpoint_dir(config))
+        # The recipes that train on the images do it in Keras: their estimates need its pace, not this runtime's.
+        in_keras = runtime is runtimes.keras_model
+        slowdown = runtimes.keras_slowdown(parts[0], forward, size) if keep and not in_keras else 1.0
         print(
-            f"Computing {parts[0].name} features of every image at {size}x{size} px{' (keeping the images)' * keep}..."
+            f"Computing {parts[0].name} features of every image at {size}x{size} px{' (keeping the images)' * keep} "
+            f"on {line}..."
         )
-        still_keep = recipes.still_keep(config, split, deadline, skipped)
-        decoded = data.extract_features(parts[0], split.paths, size, images=images, paced=still_keep)
-        data.save_decoded(kept_pass, decoded, split.paths)
+        still_keep = recipes.still_keep(config, split, deadline, skipped, slowdown)
+        decoded = decoding.extract_features(
+            forward, parts[0].output.shape[-1], split.paths, size, images=images, paced=still_keep
+        )
+        decoding.save_decoded(kept_pass, decoded, split.paths)
         keep = keep and not skipped
         kept = f"{decoded.inputs.shape[1]} features per image" + (f", and the images {_where(images)}" if keep else "")
     else:
         print(f"Decoding and checking every image at {size}x{size} px...")
-        decoded = data.decode_all(split.paths, size, cache_bytes, cache_file)
+        decoded = decoding.decode_all(split.paths, size, cache_bytes, cache_file)
         images, keep, kept = decoded.inputs, True, f"the decoded images {_where(decoded.inputs)}"
     print(
         f"Decoded and checked {len(split.paths):,} files in {decoded.seconds:.0f} s "
         f"({len(split.paths) / max(decoded.seconds, 1e-9):.0f} images/s); kept {kept}."
     )
-    return decoded, ({size: images} if keep else {}), skipped
+    found = {"kept_images": {size: images} if keep else {}, "skipped": skipped}
+    if parts:
+        found.update(backbones={(config.arch, size): forward}, keras_slowdown=slowdown)
+    return decoded, found
 
 
 def _where(images):

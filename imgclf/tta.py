@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from imgclf import data, evaluation, models
+from imgclf import decoding, evaluation, models, runtimes
 from imgclf.recipes import choice
 
 AVERAGE = "flip_average"  # the layer that marks a model with the flip built in
@@ -55,7 +55,11 @@ def _mirrored_features(job, chosen, indices, into):
     """Writes the frozen backbone's features of the files at `indices`, mirrored, into those rows of `into`."""
     print(f"Test-time flip: the features of {len(indices):,} mirrored images...", flush=True)
     network = _on_mirrored(models.backbone(chosen.model))
-    into[indices] = data.extract_features(network, [job.split.paths[i] for i in indices], chosen.image_size).inputs
+    backbone = models.backbone(chosen.model)
+    frozen = job.backbones.get((chosen.arch, chosen.image_size))  # the first pass's runtime, when it is here
+    forward = (lambda pixels: frozen(pixels[:, :, ::-1])) if frozen else runtimes.keras_model.runner(network)
+    paths = [job.split.paths[i] for i in indices]
+    into[indices] = decoding.extract_features(forward, backbone.output.shape[-1], paths, chosen.image_size).inputs
 
 
 def choose(job, chosen):

@@ -8,7 +8,7 @@ from conftest import class_image, write_class_tree
 from PIL import Image
 
 import config
-from imgclf import artifacts, data, folders, images, labeling, splits, train
+from imgclf import artifacts, decoding, folders, images, labeling, splits, train
 
 
 def _rgb(size=(30, 20)):
@@ -86,7 +86,7 @@ def test_training_counts_every_file_as_used_or_skipped(tmp_path):
     found = len(split.paths)
     # Readable + unreadable + nested + symlink; junk files are not candidates at all.
     assert found == 6 + len(READABLE) + len(UNREADABLE) + 2
-    errors = data.decode_all(split.paths, 16, 2**30, None).errors
+    errors = decoding.decode_all(split.paths, 16, 2**30, None).errors
     os.makedirs(artifacts.staged(str(tmp_path)))  # where a run writes its reports until they are committed
     split = splits.drop_unreadable(split, errors, str(tmp_path))
     used = len(split.train) + len(split.validation)
@@ -101,9 +101,9 @@ def test_prediction_gives_every_file_exactly_one_row(tmp_path):
     _messy_folder(tmp_path / "in")
     paths = folders.list_inputs([str(tmp_path / "in")])
     seen = []
-    for batch_images, batch_errors in data.decode_dataset(paths, 16, 7):
-        seen.extend(e.decode() for e in batch_errors.numpy())
-        assert batch_images.shape[1:] == (16, 16, 3)
+    for batch in decoding.batches(paths, 16, 7):
+        seen.extend(batch.errors)
+        assert batch.images.shape[1:] == (16, 16, 3)
     assert len(seen) == len(paths) == len(READABLE) + len(UNREADABLE) + 2
     failed = {os.path.basename(p) for p, e in zip(paths, seen) if e}
     assert failed == set(UNREADABLE)

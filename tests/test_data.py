@@ -1,49 +1,8 @@
 import numpy as np
 import pytest
-from conftest import class_image
 
 from imgclf import data
 from imgclf.cli import UsageError
-
-
-def _images(folder, count, size):
-    """`count` striped PNGs of `size` px in `folder`, classes alternating; their paths."""
-    paths = []
-    for i in range(count):
-        path = folder / f"{i}.png"
-        class_image(i % 2, i, size=size).save(path)
-        paths.append(str(path))
-    return paths
-
-
-@pytest.fixture
-def files(tmp_path):
-    paths = _images(tmp_path, 7, 30)
-    (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    paths.insert(3, str(tmp_path / "broken.jpg"))
-    return paths
-
-
-def test_decode_keeps_order_and_reports_unreadable_files(files):
-    decoded = data.decode_all(files, 24, cache_bytes=10**9, cache_file=None)
-    images, errors = decoded.inputs, decoded.errors
-    assert images.shape == (8, 24, 24, 3) and not isinstance(images, np.memmap)
-    assert [index for index, _ in errors] == [3]
-    assert "not an image" in errors[0][1]
-    # Striped images alternate horizontal/vertical by class: order must match the file list.
-    for index, path_index in ((0, 0), (1, 1), (4, 3), (5, 4)):
-        vertical = images[index].astype(float).std(axis=0).mean() < images[index].astype(float).std(axis=1).mean()
-        assert vertical == (path_index % 2 == 1)
-
-
-def test_over_budget_cache_is_a_file_on_disk(files, tmp_path):
-    in_ram = data.decode_all(files, 24, cache_bytes=10**9, cache_file=None).inputs
-    cache_file = tmp_path / "cache.npy"
-    decoded = data.decode_all(files, 24, cache_bytes=100, cache_file=str(cache_file))
-    on_disk, errors = decoded.inputs, decoded.errors
-    assert isinstance(on_disk, np.memmap) and cache_file.stat().st_size >= in_ram.nbytes
-    np.testing.assert_array_equal(np.asarray(on_disk), in_ram)
-    assert len(errors) == 1
 
 
 def test_stratified_split_is_seeded_and_keeps_class_shares():
@@ -127,25 +86,3 @@ def test_too_few_images_for_every_device_a_batch_is_refused():
         data.replica_batches(TwoReplicas(), images, np.zeros(5), np.arange(5), 4, seed=1)
     one = tf.distribute.get_strategy()
     assert data.replica_batches(one, images, np.zeros(5, np.float32), np.arange(5), 4).cardinality() == 2
-
-
-def test_features_pass_keeps_the_images_until_told_they_will_not_be_needed(tmp_path):
-    import keras
-
-    paths = _images(tmp_path, 10, 16)
-    inputs = keras.Input((16, 16, 3))
-    backbone = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs)))
-    asked = []
-    for answer in (True, False):
-
-        def still_keep(seconds, answer=answer):
-            asked.append(seconds)
-            return answer
-
-        images = np.zeros((10, 16, 16, 3), np.uint8)
-        decoded = data.extract_features(backbone, paths, 16, batch_size=2, images=images, paced=still_keep)
-        kept = data.PACE_BATCHES * 2  # the images written before the pace was known
-        assert decoded.inputs.shape == (10, 4) and np.all(decoded.inputs.any(axis=1))  # every file's features
-        assert images[:kept].any(axis=(1, 2, 3)).all()
-        assert images[kept:].any(axis=(1, 2, 3)).all() == answer  # told False: the later images are not written
-    assert len(asked) == 2 and all(seconds > 0 for seconds in asked)  # asked once per pass, with the pace

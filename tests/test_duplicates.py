@@ -8,7 +8,7 @@ import pytest
 from conftest import run_script
 from PIL import Image
 
-from imgclf import data, duplicates
+from imgclf import decoding, duplicates
 
 
 def photo(seed, size=160):
@@ -46,7 +46,7 @@ def test_copies_reencoded_and_resized_are_found_and_distinct_photos_are_not_pair
             }
         )
     paths = originals + sorted(expected)
-    decoded = data.decode_all(paths, 64, cache_bytes=2**30, cache_file=None)
+    decoded = decoding.decode_all(paths, 64, cache_bytes=2**30, cache_file=None)
     pairs = duplicates.find(decoded.thumbnails, paths)
     found = {(paths[p.first], paths[p.second]): p for p in pairs}
     # Each copy is paired with its original, with the right kind; the copies of one photo pair with each other too.

@@ -73,9 +73,10 @@ def keeps_images(config):
     return models.is_pretrained(config.arch) and fine_tune.NAME in plan(config)
 
 
-def still_keep(config, split, deadline, skipped):
+def still_keep(config, split, deadline, skipped, slowdown=1.0):
     """For a first pass that keeps the images for fine-tune: None, or (auto within a budget) the answer to
-    `data.extract_features`'s `paced`, False when fine-tune could not fit anyway (why: into `skipped`)."""
+    `decoding.extract_features`'s `paced`, False when fine-tune could not fit anyway (why: into `skipped`).
+    `slowdown`: how many times slower Keras, where fine-tune trains, runs the backbone than the pass does."""
     if not (deadline and config.recipe == "auto" and keeps_images(config)):
         return None
 
@@ -83,7 +84,7 @@ def still_keep(config, split, deadline, skipped):
         # Time left for the recipes: the rest of the pass (its forward passes are most of it), and as long again for
         # the evaluation and the report at the end, come off.
         left = deadline - time.time() - 2 * len(split.paths) * seconds_per_image
-        why = fine_tune.too_long(len(split.train), len(split.validation), seconds_per_image, left)
+        why = fine_tune.too_long(len(split.train), len(split.validation), seconds_per_image * slowdown, left)
         if why:
             skipped[fine_tune.NAME] = f"skipped: {why}"
             print(f"Not keeping the images: {fine_tune.NAME} will not fit ({why}).", flush=True)

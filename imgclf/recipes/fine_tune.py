@@ -46,10 +46,11 @@ def too_long(train_images, validation_images, forward_seconds, seconds_left):
 
 
 def minimum_seconds(job):
-    """Seconds MIN_EPOCHS take, estimated at the first pass's pace (decoding included): what `auto` keeps for them
-    when a candidate runs before this one."""
+    """Seconds MIN_EPOCHS take, estimated at the first pass's pace (decoding included) in Keras: what `auto` keeps
+    for them when a candidate runs before this one."""
     split = job.split
-    return _minimum(len(split.train), len(split.validation), job.decoded.seconds / max(1, len(split.paths)))
+    pace = job.decoded.seconds * job.keras_slowdown / max(1, len(split.paths))
+    return _minimum(len(split.train), len(split.validation), pace)
 
 
 def network(config):

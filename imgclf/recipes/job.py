@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from imgclf import artifacts, data, fitting
+from imgclf import artifacts, decoding, fitting
 
 DONE_FILE = "done.json"
 FINAL_WEIGHTS = "final.weights.h5"
@@ -23,18 +23,21 @@ class Job:
     split: object  # the splits.Split, unreadable files left out
     labels: np.ndarray  # every file's label, as the loss wants it
     sample_weights: object  # every file's class weight, or None
-    decoded: object  # the first pass (data.Decoded): a frozen backbone's features of every file, or the images
+    decoded: object  # the first pass (decoding.Decoded): a frozen backbone's features of every file, or the images
     model: object  # the network of --arch (or --init-from), built before the first pass
     deadline: float | None  # time.time() by which the recipes should end (the budget's, less the end's); None: none
     grayscale: bool = False  # the training images are grey pictures (X-rays, scans): no mirrored copies then
     kept_images: dict = dataclasses.field(default_factory=dict)  # {size: uint8 images of every file}
     skipped: dict = dataclasses.field(default_factory=dict)  # {recipe: why auto skips it}, known before it starts
+    # {(architecture, image size): runner of that frozen backbone on the fast runtime}, for the passes after the first
+    backbones: dict = dataclasses.field(default_factory=dict)
+    keras_slowdown: float = 1.0  # the first pass's runtime against Keras, where fine-tune trains: its pace is Keras's
 
     def images(self, size):
         """Every file decoded at `size` px: kept from the first pass, or decoded now, once."""
         if size not in self.kept_images:
             print(f"Decoding every image at {size}x{size} px...", flush=True)
-            decoded = data.decode_all(
+            decoded = decoding.decode_all(
                 self.split.paths, size, self.config.cache_mb * 2**20, cache_file(self.config.model_dir, size)
             )
             self.kept_images[size] = decoded.inputs

@@ -10,7 +10,7 @@ Its features are kept in its checkpoints, so --resume does not compute them agai
 import os
 import time
 
-from imgclf import data, fitting, models
+from imgclf import decoding, fitting, models, runtimes
 from imgclf.recipes import features
 from imgclf.recipes.job import Result
 
@@ -43,7 +43,7 @@ def run(job, done, deadline=None, min_epochs=0):
     config, paths = job.config, job.split.paths
     arch, size = network(config)
     kept = os.path.join(fitting.checkpoint_dir(config, NAME), PASS_FILE)
-    decoded = data.load_decoded(kept, paths)
+    decoded = decoding.load_decoded(kept, paths)
     if decoded is None and deadline and deadline - time.time() < job.decoded.seconds:
         return (
             f"its pass over every file is slower than the first pass ({job.decoded.seconds / 60:.1f} min), and "
@@ -54,7 +54,6 @@ def run(job, done, deadline=None, min_epochs=0):
     with job.strategy.scope():
         model = models.build_model(arch, size, len(job.split.class_names))
     if decoded is None:
-        print(f"Computing {arch} features of every image at {size}x{size} px...", flush=True)
         began = time.time()
 
         def fits(seconds_per_image):
@@ -66,10 +65,16 @@ def run(job, done, deadline=None, min_epochs=0):
                 )
 
         try:
-            decoded = data.extract_features(models.backbone(model), paths, size, paced=fits if deadline else None)
+            backbone = models.backbone(model)
+            forward, _, runtime = runtimes.backbone_runner(backbone, config.runtime, os.path.dirname(kept))
+            job.backbones[arch, size] = forward
+            print(f"Computing {arch} features of every image at {size}x{size} px on {runtime}...", flush=True)
+            decoded = decoding.extract_features(
+                forward, backbone.output.shape[-1], paths, size, paced=fits if deadline else None
+            )
         except _TooLong as too_long:
             return str(too_long)
         os.makedirs(os.path.dirname(kept), exist_ok=True)
-        data.save_decoded(kept, decoded, paths)
+        decoding.save_decoded(kept, decoded, paths)
     history, head = features.train_head(job, model, decoded.inputs, NAME)
     return Result(NAME, arch, size, model, head, decoded.inputs, history, config.learning_rate)
