@@ -195,9 +195,9 @@ def _runner(config):
             print(f"Runtime: {runtime.NAME} ({why}): {path}.")
             return run, metadata, None
         why = f"{why_not}; --runtime keras says so at once"
+    model, metadata, _ = load_for_prediction(config)  # TensorFlow loads there, quietly
     from imgclf import devices
 
-    model, metadata, _ = load_for_prediction(config)
     print(f"Runtime: keras ({why}).")
     return runtimes.keras_model.runner(devices.inference_model(model, config.mixed_precision)), metadata, model
 

@@ -319,7 +319,9 @@ def _first_pass(config, model, split, deadline):
     if parts:
         keep = recipes.keeps_images(config)
         images = decoding.image_cache(len(split.paths), size, cache_bytes, cache_file) if keep else None
-        forward, runtime, line = runtimes.backbone_runner(parts[0], config.runtime, fitting.checkpoint_dir(config))
+        forward, runtime, line = runtimes.backbone_runner(
+            parts[0], config.runtime, fitting.checkpoint_dir(config), len(split.paths)
+        )
         # The recipes that train on the images do it in Keras: their estimates need its pace, not this runtime's.
         in_keras = runtime is runtimes.keras_model
         slowdown = runtimes.keras_slowdown(parts[0], forward, size) if keep and not in_keras else 1.0
