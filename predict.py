@@ -8,6 +8,8 @@ files written:
   <--explain>/<file>.png    with --explain: a Grad-CAM overlay of each labeled image
   <--sort-into>/<label>/<file>    with --sort-into: copies, the originals are never moved
   models/model.onnx, model.tflite, model_int8.tflite, saved_model/    with --export (listed in metadata.json)
+  models/model.onnx   once, when the model folder lacks it (trained before training wrote it) or it changed:
+                      what labels on CPUs (--runtime auto); model.tflite the same for --runtime litert
 
 exit status:
   0    every file labeled

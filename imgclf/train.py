@@ -212,6 +212,7 @@ def _train(config, strategy, split, started, made_model_dir):
     }
     reported = time.time()
     diagnosis.write_training_report(chosen, config, split, decoded, copies, scored, metadata)
+    job.kept_images.clear()  # the pictures the recipes trained on: not needed to save and export
     metadata["training"]["report_seconds"] = round(time.time() - reported, 2)
     artifacts.save_model(model, artifacts.staged(config.model_dir), metadata)
     _write_inference_export(model, metadata, config)
@@ -278,11 +279,12 @@ def _prepare(config, strategy, split, class_weights, deadline, color_mode):
     split, copies = splits.check_copies(split, decoded, config)
     copies_seconds = time.time() - checked
     splits.write_splits(split, decoded.errors, config.model_dir)
-    # The end (evaluation, report) relabels every picture about once: the recipes leave it the first pass's time.
+    # The end (evaluation, report, export) relabels every picture about once: the recipes leave it that time.
+    end_seconds = found.pop("end_seconds", decoded.seconds)
     job = recipes.Job(
         config, strategy, split, outputs.encode_labels(split.labels, len(split.class_names)),
         None if class_weights is None else class_weights[split.labels], decoded, model,
-        deadline and deadline - decoded.seconds, color_mode == "grayscale" or splits.looks_grayscale(split), **found,
+        deadline and deadline - end_seconds, color_mode == "grayscale" or splits.looks_grayscale(split), **found,
     )  # fmt: skip
     if job.grayscale and recipes.plan(config) != ["features"]:
         print("The training images are grey pictures: augmentation makes no mirrored copies of them.")
@@ -301,7 +303,7 @@ def _has_progress(config):
 
 def _first_pass(config, model, split, deadline):
     """Decodes every file once: (decoding.Decoded, what the pass found out: the recipes.Job fields kept_images,
-    skipped, backbones and keras_slowdown).
+    skipped, backbones and keras_slowdown, and the seconds the end of the run will take).
 
     A pretrained network's frozen backbone computes its features of each image in the
     same pass; the images themselves are kept too when a recipe to come trains on them
@@ -334,6 +336,9 @@ def _first_pass(config, model, split, deadline):
             forward, parts[0].output.shape[-1], split.paths, size, images=images, paced=still_keep
         )
         decoding.save_decoded(kept_pass, decoded, split.paths)
+        exported, export_seconds = getattr(forward, "path", None), getattr(forward, "export_seconds", 0.0)
+        del forward  # its runtime's memory goes back before the recipes train
+        runtimes.release_memory()
         keep = keep and not skipped
         kept = f"{decoded.inputs.shape[1]} features per image" + (f", and the images {_where(images)}" if keep else "")
     else:
@@ -346,7 +351,9 @@ def _first_pass(config, model, split, deadline):
     )
     found = {"kept_images": {size: images} if keep else {}, "skipped": skipped}
     if parts:
-        found.update(backbones={(config.arch, size): forward}, keras_slowdown=slowdown)
+        # The end relabels every picture about once (in Keras when a whole network wins) and exports the model.
+        end_seconds = decoded.seconds * slowdown + export_seconds
+        found.update(backbones={(config.arch, size): exported}, keras_slowdown=slowdown, end_seconds=end_seconds)
     return decoded, found
 
 

@@ -56,7 +56,8 @@ def _mirrored_features(job, chosen, indices, into):
     print(f"Test-time flip: the features of {len(indices):,} mirrored images...", flush=True)
     network = _on_mirrored(models.backbone(chosen.model))
     backbone = models.backbone(chosen.model)
-    frozen = job.backbones.get((chosen.arch, chosen.image_size))  # the first pass's runtime, when it is here
+    exported = job.backbones.get((chosen.arch, chosen.image_size))  # what the first pass ran, when it was exported
+    frozen = runtimes.exported_runner(exported) if exported else None
     forward = (lambda pixels: frozen(pixels[:, :, ::-1])) if frozen else runtimes.keras_model.runner(network)
     paths = [job.split.paths[i] for i in indices]
     into[indices] = decoding.extract_features(forward, backbone.output.shape[-1], paths, chosen.image_size).inputs

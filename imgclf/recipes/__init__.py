@@ -22,7 +22,7 @@ import time
 
 import keras
 
-from imgclf import artifacts, evaluation, fitting, models
+from imgclf import artifacts, evaluation, fitting, models, runtimes
 from imgclf.cli import UsageError
 from imgclf.recipes import choice, features, fine_tune, larger, scratch
 from imgclf.recipes.job import DONE_FILE, Job, Result, cache_file, remove_caches  # noqa: F401 - the interface
@@ -81,9 +81,9 @@ def still_keep(config, split, deadline, skipped, slowdown=1.0):
         return None
 
     def answer(seconds_per_image):
-        # Time left for the recipes: the rest of the pass (its forward passes are most of it), and as long again for
-        # the evaluation and the report at the end, come off.
-        left = deadline - time.time() - 2 * len(split.paths) * seconds_per_image
+        # Time left for the recipes: the rest of the pass (its forward passes are most of it), and as long again in
+        # Keras for the evaluation and the report at the end, come off.
+        left = deadline - time.time() - (1 + slowdown) * len(split.paths) * seconds_per_image
         why = fine_tune.too_long(len(split.train), len(split.validation), seconds_per_image * slowdown, left)
         if why:
             skipped[fine_tune.NAME] = f"skipped: {why}"
@@ -125,6 +125,7 @@ def run(job):
         sharing = [later for later in names[position:] if later != larger.NAME] or [name]
         deadline = None if name == features.NAME else _deadline(job, sharing if choosing else [name])
         minimum = RECIPES[name].MIN_EPOCHS if choosing else 0
+        runtimes.release_memory()  # what the candidate before left with the C library goes back to the system
         result = None if why else _run_one(name, job, results, saved, deadline=deadline, min_epochs=minimum)
         if isinstance(result, str):
             why = f"skipped: {result}"

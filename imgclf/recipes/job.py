@@ -29,7 +29,8 @@ class Job:
     grayscale: bool = False  # the training images are grey pictures (X-rays, scans): no mirrored copies then
     kept_images: dict = dataclasses.field(default_factory=dict)  # {size: uint8 images of every file}
     skipped: dict = dataclasses.field(default_factory=dict)  # {recipe: why auto skips it}, known before it starts
-    # {(architecture, image size): runner of that frozen backbone on the fast runtime}, for the passes after the first
+    # {(architecture, image size): that frozen backbone's export, which the first pass ran}, for later passes: a file,
+    # not its runtime's session, which would hold its memory meanwhile
     backbones: dict = dataclasses.field(default_factory=dict)
     keras_slowdown: float = 1.0  # the first pass's runtime against Keras, where fine-tune trains: its pace is Keras's
 

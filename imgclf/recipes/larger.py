@@ -67,11 +67,13 @@ def run(job, done, deadline=None, min_epochs=0):
         try:
             backbone = models.backbone(model)
             forward, _, runtime = runtimes.backbone_runner(backbone, config.runtime, os.path.dirname(kept), len(paths))
-            job.backbones[arch, size] = forward
+            job.backbones[arch, size] = getattr(forward, "path", None)
             print(f"Computing {arch} features of every image at {size}x{size} px on {runtime}...", flush=True)
             decoded = decoding.extract_features(
                 forward, backbone.output.shape[-1], paths, size, paced=fits if deadline else None
             )
+            del forward  # its runtime's memory goes back before the head trains
+            runtimes.release_memory()
         except _TooLong as too_long:
             return str(too_long)
         os.makedirs(os.path.dirname(kept), exist_ok=True)

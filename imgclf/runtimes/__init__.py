@@ -3,10 +3,13 @@
 A runtime gives a runner: a callable from a batch of images `(n, size, size, 3)` (0-255,
 float32 or uint8) to the network's outputs as a NumPy array, with the `input_shape` it
 takes. `choose` picks one for `--runtime auto`: on a CPU, ONNX Runtime, the fastest float
-runtime measured (bench/runtimes.py, bench/RESULTS.md section 16: the same labels as
-Keras, 1.7x its rate on the model alone); on a GPU, TensorFlow.
+runtime measured (bench/predict_throughput.py, bench/RESULTS.md section 16: the same labels
+as Keras at 1.9x its rate on the model alone here; LiteRT's float kernels within 3% of it);
+on a GPU, TensorFlow.
 """
 
+import ctypes
+import gc
 import importlib
 import os
 import shutil
@@ -106,9 +109,12 @@ def backbone_runner(backbone, requested, folder, count):
         path = os.path.join(folder, f"backbone{module.SUFFIX}")
         try:
             os.makedirs(folder, exist_ok=True)
+            began = time.time()
             with cli.native_stderr_silenced():  # The converters log their passes to stderr.
                 export.write(export.inference_network(backbone), module.EXPORT_FORMAT, path)
-            return module.load(path), module, f"{module.NAME} ({why})"
+            run = module.load(path)
+            run.export_seconds = time.time() - began
+            return run, module, f"{module.NAME} ({why})"
         except Exception as error:  # The converters raise many types; Keras runs any network.
             why = f"the {module.NAME} export failed ({cli.reason(error)})"
     return keras_model.runner(backbone), keras_model, f"keras ({why})"
@@ -125,3 +131,13 @@ def keras_slowdown(backbone, forward, size, batch=16):
         run(pixels)
         seconds.append(time.perf_counter() - began)
     return seconds[0] / seconds[1]
+
+
+def release_memory():
+    """Hands memory that a runtime's session or a converter left behind back to the system (glibc's malloc_trim;
+    elsewhere it stays with the process): the training that goes on in the same process has it again."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

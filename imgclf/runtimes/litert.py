@@ -34,5 +34,5 @@ def load(path):
         interpreter.invoke()
         return interpreter.get_tensor(target["index"]).copy()
 
-    run.input_shape = list(source["shape_signature"])
+    run.input_shape, run.path = list(source["shape_signature"]), path
     return run

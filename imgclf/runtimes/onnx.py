@@ -25,5 +25,5 @@ def load(path):
     def run(images):
         return session.run(None, {name: np.asarray(images, np.float32)})[0]
 
-    run.input_shape = session.get_inputs()[0].shape
+    run.input_shape, run.path = session.get_inputs()[0].shape, path
     return run
