@@ -6,11 +6,12 @@ decoded batch), predict.py end to end on Test_Set (images/s, accuracy, labels an
 against Keras's), and the bound that decoding and the model sharing the same cores set.
 --classic: predict.py against (a) the classic predict loop and (b) the decode floor; --large adds
 12-megapixel JPEGs. --library N: N small images made from the shared photos, labeled by predict.py
-with the int8 model, against 2,000 of them: peak RSS and images/s. --batch-sizes 32 128: predict.py
+with the default runtime, against 2,000 of them: peak RSS and images/s. --cold: one picture, the
+whole command, by default and with --runtime keras. --batch-sizes 32 128: predict.py
 with Keras at each batch size.
 
 Usage: python bench/predict_throughput.py [--model-dir DIR] [--classic [--large] | --library 100000 |
-       --batch-sizes 32 128]
+       --batch-sizes 32 128 | --cold]
 """
 
 import argparse
@@ -239,15 +240,14 @@ def library_table(model_dir, count):
     with tempfile.TemporaryDirectory() as folder:
         copy = os.path.join(folder, "model")
         shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "logs", "saved_model"))
-        run_script("predict.py", "--model-dir", copy, "--export", "litert-int8")
         started = time.time()
         library = make_library(count, os.path.join(folder, "library"))
         print(f"Library: {count} JPEGs of 64x64 px made in {time.time() - started:.0f} s.")
         for subset in (2000, count):
             folders_needed = [os.path.join(library, f"{i:04d}") for i in range(subset // 1000)]
             output = os.path.join(folder, "library.csv")
-            wall, stdout, rss = run_script("predict.py", "--model", os.path.join(copy, "model_int8.tflite"),
-                                           "--input", *folders_needed, "--output", output)  # fmt: skip
+            wall, stdout, rss = run_script("predict.py", "--model-dir", copy, "--input", *folders_needed,
+                                           "--output", output)  # fmt: skip
             line = next(line for line in stdout.splitlines() if line.startswith("Labeled "))
             rate = float(line.split("(")[1].split(" images/s")[0])
             with open(output, encoding="utf-8") as handle:
