@@ -212,7 +212,10 @@ def _train(config, strategy, split, started, made_model_dir):
     }
     reported = time.time()
     diagnosis.write_training_report(chosen, config, split, decoded, copies, scored, metadata)
-    job.kept_images.clear()  # the pictures the recipes trained on: not needed to save and export
+    # The pictures the recipes trained on (kept, held by the chosen result) go before the export, which needs memory.
+    job.kept_images.clear()
+    del chosen
+    runtimes.release_memory()
     metadata["training"]["report_seconds"] = round(time.time() - reported, 2)
     artifacts.save_model(model, artifacts.staged(config.model_dir), metadata)
     _write_inference_export(model, metadata, config)
