@@ -210,6 +210,8 @@ def _keras_needed(config, model_file):
         return "--mixed-precision on computes in Keras"
     if config.classes or config.weights or config.ignore_checksum or not artifacts.has_metadata(model_file):
         return "a model without metadata.json of its own (or --ignore-checksum) labels in Keras"
+    if os.path.basename(model_file) != artifacts.MODEL_FILE:
+        return f"{os.path.basename(model_file)} is not its folder's {artifacts.MODEL_FILE}, of which model.onnx is made"
     return None
 
 
