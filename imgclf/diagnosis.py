@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from imgclf import artifacts, data, duplicates, gradcam, outputs, suspects, webpage
+from imgclf import artifacts, duplicates, gradcam, outputs, runtimes, suspects, webpage
 from imgclf import images as image_io
 from imgclf.cli import UsageError
 
@@ -162,22 +162,23 @@ DISPLAY_SIZE = 224  # pixels of the pictures on the report page and of --explain
 THUMBNAIL_DISPLAY = 160
 
 
-def write_training_report(chosen, config, split, decoded, copies, evaluation, metadata):
+def write_training_report(chosen, run, config, split, decoded, copies, evaluation, metadata):
     """Writes top_losses.csv, suspect_labels.csv and report.html of a training run.
 
     `chosen` is the recipe's result (`recipes.Result`: the whole network for Grad-CAM,
-    and what trained with its inputs), `decoded` the first decoding pass (with a
+    and what trained with its inputs), `run` the runtimes runner of its trainee on those inputs (the suspects
+    check labels the training images with it), `decoded` the first decoding pass (with a
     pretrained --arch, the frozen ImageNet features: the out-of-fold judges' input),
     `evaluation` what `evaluation.evaluate` returned, `metadata` what is saved with the model.
     A failure here is printed and leaves the model to be saved: a report is never worth a training run.
     """
     try:
-        _write_training_report(chosen, config, split, decoded, copies, evaluation, metadata)
+        _write_training_report(chosen, run, config, split, decoded, copies, evaluation, metadata)
     except Exception as error:  # noqa: BLE001 - whatever went wrong, the trained model is saved next
         print(f"Warning: the report page could not be written ({type(error).__name__}: {error}).", file=sys.stderr)
 
 
-def _write_training_report(chosen, config, split, decoded, copies, evaluation, metadata):
+def _write_training_report(chosen, run, config, split, decoded, copies, evaluation, metadata):
     model = chosen.model
     names, model_dir, parts = split.class_names, config.model_dir, split.parts()
     staged = artifacts.staged(model_dir)  # written there, committed beside the model; messages name model_dir
@@ -203,10 +204,9 @@ def _write_training_report(chosen, config, split, decoded, copies, evaluation, m
 
     # Possible label errors: each label judged by models that did not learn it (see imgclf/suspects.py).
     features = decoded.inputs if decoded.inputs.ndim == 2 else None
-    seen = data.batches(chosen.inputs, split.labels, split.train, config.batch_size)
     findings = suspects.find(
         split.labels, split.train, {role: (indices, scored["probabilities"]) for role, indices, scored in held},
-        outputs.class_probabilities(chosen.trainee.predict(seen, verbose=0)), features,
+        outputs.class_probabilities(runtimes.outputs_of(run, chosen.inputs, split.train)), features,
     )  # fmt: skip
     suspect_records = [
         {"path": split.paths[index], "part": parts[index], "label": names[split.labels[index]],

@@ -5,26 +5,25 @@ import os
 
 import numpy as np
 
-from imgclf import artifacts, data, metrics, outputs, report
+from imgclf import artifacts, metrics, outputs, report, runtimes
 from imgclf.cli import UsageError
 
 
-def evaluate(model, config, split, images, labels, history, leaderboard=""):
+def evaluate(run, config, split, inputs, history, leaderboard=""):
     """Chooses the threshold on the validation images, then scores the test images once (when there are
     any) at that threshold; writes report.txt, the confusion matrix and the ROC and PR curves of the
-    images that scored (the validation images when there is no test set). `leaderboard` (text) ends the report.
+    images that scored (the validation images when there is no test set). `run` (a runtimes runner) labels
+    the rows of `inputs` (images or features) as the saved model does. `leaderboard` (text) ends the report.
 
     Returns:
         {"threshold", "how" (it was chosen), "figures": {role: accuracy and scores}, "scored": {role:
         {"labels", "probabilities", "counts"}}}, for the roles "validation" and (with a test set) "test".
     """
-    validation_labels, validation_probabilities = probabilities_of(
-        model, split, split.validation, images, labels, config
-    )
+    validation_labels, validation_probabilities = probabilities_of(run, split, split.validation, inputs)
     threshold, how = choose_threshold(config, split.class_names, validation_labels, validation_probabilities)
     roles = [("validation", split.validation_source, validation_labels, validation_probabilities)]
     if len(split.test):
-        roles.append(("test", split.test_source, *probabilities_of(model, split, split.test, images, labels, config)))
+        roles.append(("test", split.test_source, *probabilities_of(run, split, split.test, inputs)))
     figures, sections, scored = {}, [], {}
     for role, source, true_labels, probabilities in roles:
         # The same labelling rule as predict.py, at the threshold saved with the model.
@@ -56,10 +55,10 @@ def evaluate(model, config, split, images, labels, history, leaderboard=""):
     return {"threshold": threshold, "how": how, "figures": figures, "scored": scored}
 
 
-def probabilities_of(model, split, indices, images, labels, config):
-    """(true class indices, per-class probabilities) of the images at `indices`."""
-    batches = data.batches(images, labels, indices, config.batch_size)
-    return split.labels[indices], outputs.class_probabilities(model.predict(batches, verbose=0))
+def probabilities_of(run, split, indices, inputs):
+    """(true class indices, per-class probabilities) of the files at `indices`, `run` (a runtimes runner) on their
+    rows of `inputs`."""
+    return split.labels[indices], outputs.class_probabilities(runtimes.outputs_of(run, inputs, indices))
 
 
 def validation_scores(truth, probabilities):

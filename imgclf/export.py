@@ -179,8 +179,9 @@ def _io_names(fmt, path):
     return "image", "output_0"
 
 
-def export(model, metadata, model_file, fmt, calibration_folder=""):
-    """Writes `model` in format `fmt` beside `model_file` and records it in metadata.json; returns 0."""
+def export(model, metadata, model_file, fmt, calibration_folder="", converted=None):
+    """Writes `model` in format `fmt` beside `model_file` and records it in metadata.json; returns 0.
+    `converted`: a file `model` was already written to in `fmt` (by `write`), copied instead of converting again."""
     folder = os.path.dirname(os.path.abspath(model_file))
     folders.check_writable_folder(folder, "--export")
     target = os.path.join(folder, FILES[fmt])
@@ -188,12 +189,14 @@ def export(model, metadata, model_file, fmt, calibration_folder=""):
     if fmt == "litert-int8":
         paths = calibration_paths(metadata, calibration_folder)
         calibration, calibrated = _calibration_batches(paths, metadata["image_size"])
-    network = inference_network(model)
     temporary = os.path.join(folder, f".tmp-{os.getpid()}-{FILES[fmt]}")
     try:
         try:
-            with cli.native_stderr_silenced():  # The converters log their passes to stderr.
-                write(network, fmt, temporary, calibration)
+            if converted:
+                shutil.copyfile(converted, temporary)
+            else:
+                with cli.native_stderr_silenced():  # The converters log their passes to stderr.
+                    write(inference_network(model), fmt, temporary, calibration)
         except Exception as error:  # The converters raise many types; each means this model cannot go there.
             raise UsageError(f"--export {fmt}: the converter failed ({cli.reason(error)}).") from None
         input_name, output_name = _io_names(fmt, temporary)

@@ -155,12 +155,14 @@ def _train(config, strategy, split, started, made_model_dir):
         # backbone's features computes exactly what the whole network does).
         artifacts.write_text(artifacts.staged(config.model_dir, SUMMARY_FILE), models.summary_text(model))
         trainee = model if chosen.trainee is chosen.model else models.backbone_and_head(model)[1]
-        chosen, flip = tta.choose(job, dataclasses.replace(chosen, model=model, trainee=trainee))
+        chosen = dataclasses.replace(chosen, model=model, trainee=trainee)
+        # The flip's choice, the evaluation and the suspects check label the images about this many times over.
+        run, line = recipes.runner(job, chosen, len(split.paths) + 2 * len(split.validation))
+        if trainee is model:
+            print(f"Labeling the validation, test and training images with the {chosen.recipe} network on {line}.")
+        chosen, flip, run = tta.choose(job, chosen, run)
         model = chosen.model  # with the test-time flip built in when it was kept
-        scored = evaluation.evaluate(
-            devices.inference_model(chosen.trainee), config, split, chosen.inputs, job.labels, history,
-            recipes.choice.leaderboard_text(board),
-        )  # fmt: skip
+        scored = evaluation.evaluate(run, config, split, chosen.inputs, history, recipes.choice.leaderboard_text(board))
         threshold, how, figures = scored["threshold"], scored["how"], scored["figures"]
     except Exception as error:
         resumable = _has_progress(config)
@@ -211,14 +213,15 @@ def _train(config, strategy, split, started, made_model_dir):
         "versions": library_versions(),
     }
     reported = time.time()
-    diagnosis.write_training_report(chosen, config, split, decoded, copies, scored, metadata)
+    diagnosis.write_training_report(chosen, run, config, split, decoded, copies, scored, metadata)
     # The pictures the recipes trained on (kept, held by the chosen result) go before the export, which needs memory.
     job.kept_images.clear()
-    del chosen
+    exported = chosen.exported
+    del chosen, run
     runtimes.release_memory()
     metadata["training"]["report_seconds"] = round(time.time() - reported, 2)
     artifacts.save_model(model, artifacts.staged(config.model_dir), metadata)
-    _write_inference_export(model, metadata, config)
+    _write_inference_export(model, metadata, config, exported)
     # The earlier model's exports go too: they would label with a model that is no longer there.
     artifacts.commit(artifacts.staged(config.model_dir), config.model_dir, REPORT_FILES + list(export.FILES.values()))
     # The run is complete: its resume state and best-epoch weights are in model.h5 now.
@@ -227,14 +230,17 @@ def _train(config, strategy, split, started, made_model_dir):
     return 0
 
 
-def _write_inference_export(model, metadata, config):
+def _write_inference_export(model, metadata, config, exported=None):
     """Writes the export that predict.py labels with on this machine (model.onnx on CPUs) beside the staged model,
-    listed in its metadata.json; a converter that fails leaves predict.py to write it or to label in Keras."""
+    listed in its metadata.json (`exported`: `model` already converted for the scoring, when it was); a converter
+    that fails leaves predict.py to write it or to label in Keras."""
     runtime, _ = runtimes.choose(config.runtime)
     if runtime is runtimes.keras_model:
         return
+    converted = exported if exported and exported.endswith(runtime.SUFFIX) else None
     try:
-        export.export(model, metadata, artifacts.staged(config.model_dir, artifacts.MODEL_FILE), runtime.EXPORT_FORMAT)
+        model_file = artifacts.staged(config.model_dir, artifacts.MODEL_FILE)
+        export.export(model, metadata, model_file, runtime.EXPORT_FORMAT, converted=converted)
     except UsageError as error:
         print(f"note: {error} predict.py labels in Keras, or tries it again.")
 
@@ -324,7 +330,7 @@ def _first_pass(config, model, split, deadline):
     if parts:
         keep = recipes.keeps_images(config)
         images = decoding.image_cache(len(split.paths), size, cache_bytes, cache_file) if keep else None
-        forward, runtime, line = runtimes.backbone_runner(
+        forward, runtime, line = runtimes.network_runner(
             parts[0], config.runtime, fitting.checkpoint_dir(config), len(split.paths)
         )
         # The recipes that train on the images do it in Keras: their estimates need its pace, not this runtime's.

@@ -45,46 +45,40 @@ def unwrap(model):
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
-def _on_mirrored(network):
-    """`network` run on the mirror image of its input."""
-    pixels = keras.Input(shape=network.input_shape[1:])
-    return keras.Model(pixels, network(_mirror(pixels)))
+def _mirrored(run):
+    """`run` (a runtimes runner of images) on the mirror images of its batches."""
+    return lambda images: run(np.asarray(images)[:, :, ::-1])
 
 
 def _mirrored_features(job, chosen, indices, into):
     """Writes the frozen backbone's features of the files at `indices`, mirrored, into those rows of `into`."""
     print(f"Test-time flip: the features of {len(indices):,} mirrored images...", flush=True)
-    network = _on_mirrored(models.backbone(chosen.model))
     backbone = models.backbone(chosen.model)
     exported = job.backbones.get((chosen.arch, chosen.image_size))  # what the first pass ran, when it was exported
-    frozen = runtimes.exported_runner(exported) if exported else None
-    forward = (lambda pixels: frozen(pixels[:, :, ::-1])) if frozen else runtimes.keras_model.runner(network)
-    paths = [job.split.paths[i] for i in indices]
-    into[indices] = decoding.extract_features(forward, backbone.output.shape[-1], paths, chosen.image_size).inputs
+    run = runtimes.exported_runner(exported) if exported else runtimes.keras_model.runner(backbone)
+    paths, dimensions = [job.split.paths[i] for i in indices], backbone.output.shape[-1]
+    into[indices] = decoding.extract_features(_mirrored(run), dimensions, paths, chosen.image_size).inputs
 
 
-def choose(job, chosen):
-    """(`chosen` with the flip built in or as it is, what was decided for metadata.json), per --tta.
+def choose(job, chosen, run):
+    """(`chosen` with the flip built in or as it is, what was decided for metadata.json, the runner of what is saved),
+    per --tta.
 
-    `chosen` (a recipes.Result) is the float32 model to save; its trainee and inputs then score
-    the validation and test images as the saved model labels them.
+    `chosen` (a recipes.Result) is the float32 model to save, `run` the runtimes runner of its trainee
+    on its inputs; the runner returned scores the validation and test images as the saved model labels them.
     """
     mode, split = job.config.tta, job.split
     if mode == "none" or (mode == "auto" and job.grayscale):
         why = "--tta none" if mode == "none" else "grey pictures: left and right are not interchangeable"
-        return chosen, {"used": False, "why": why}
+        return chosen, {"used": False, "why": why}, run
     whole = chosen.trainee is chosen.model
     if whole:  # The network labels the images: the mirrored ones go through it too.
-        mirrored_model, mirrored_inputs = _on_mirrored(chosen.model), chosen.inputs
+        mirrored_run, mirrored_inputs = _mirrored(run), chosen.inputs
     else:  # The head labels frozen features: it scores the backbone's features of the mirrored images.
-        mirrored_model, mirrored_inputs = chosen.trainee, np.array(chosen.inputs)  # training rows: not mirrored
+        mirrored_run, mirrored_inputs = run, np.array(chosen.inputs)  # training rows: not mirrored
         _mirrored_features(job, chosen, split.validation, mirrored_inputs)
-    truth, plain = evaluation.probabilities_of(
-        chosen.trainee, split, split.validation, chosen.inputs, job.labels, job.config
-    )
-    _, mirrored = evaluation.probabilities_of(
-        mirrored_model, split, split.validation, mirrored_inputs, job.labels, job.config
-    )
+    truth, plain = evaluation.probabilities_of(run, split, split.validation, chosen.inputs)
+    _, mirrored = evaluation.probabilities_of(mirrored_run, split, split.validation, mirrored_inputs)
     averaged, weighted = (plain + mirrored) / 2, job.sample_weights is not None
     before, after = evaluation.validation_scores(truth, plain), evaluation.validation_scores(truth, averaged)
     gained = round((after["accuracy"] - before["accuracy"]) * len(truth))  # validation images now labeled right
@@ -114,10 +108,14 @@ def choose(job, chosen):
         "gain": round(difference, 4), "standard_error": round(standard_error, 4),
     }  # fmt: skip
     if not used:
-        return chosen, decision
+        return chosen, decision, run
     model = with_flip(chosen.model)
-    if whole:
-        return dataclasses.replace(chosen, model=model, trainee=model), decision
+    if whole:  # What the flip layers compute, on the runtime that scored the network.
+
+        def both(images):
+            return (run(images) + mirrored_run(images)) / 2
+
+        return dataclasses.replace(chosen, model=model, trainee=model, exported=None), decision, both
     if len(split.test):  # scored once, as the saved model will label it
         _mirrored_features(job, chosen, split.test, mirrored_inputs)
     # The head on each file's two feature vectors (its own and its mirror image's), the answers averaged.
@@ -125,4 +123,5 @@ def choose(job, chosen):
     answers = layers.TimeDistributed(chosen.trainee)(features)
     paired = keras.Model(features, layers.GlobalAveragePooling1D(dtype="float32")(answers))
     inputs = np.stack([chosen.inputs, mirrored_inputs], axis=1)
-    return dataclasses.replace(chosen, model=model, trainee=paired, inputs=inputs), decision
+    paired_run = runtimes.keras_model.runner(paired)
+    return dataclasses.replace(chosen, model=model, trainee=paired, inputs=inputs, exported=None), decision, paired_run

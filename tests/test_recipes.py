@@ -166,7 +166,8 @@ def test_ctrl_c_mid_fine_tune_then_resume_finishes_and_the_export_labels_alike(t
     write_class_tree(data_dir / "Training_Set", ["cats", "dogs"], per_class=20)
     write_class_tree(data_dir / "Predict", ["x", "y"], per_class=4, start_seed=500)
     args = [sys.executable, str(ROOT / "train_cnn.py"), "--data-dir", str(data_dir), "--model-dir", str(model_dir),
-            "--recipe", "fine-tune", "--epochs", "10", "--patience", "100", "--image-size", "32"]  # fmt: skip
+            "--recipe", "fine-tune", "--epochs", "10", "--patience", "100", "--image-size", "32",
+            "--runtime", "onnx"]  # fmt: skip
     process = _start(args)
     partial = _wait_for_epochs(model_dir, 1, recipe="fine-tune")
     process.send_signal(signal.SIGINT)
@@ -180,13 +181,15 @@ def test_ctrl_c_mid_fine_tune_then_resume_finishes_and_the_export_labels_alike(t
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Kept the efficientnet_lite0 features computed before the interruption (40 files)." in result.stdout
     assert "features: finished before the interruption; its weights are kept." in result.stdout
+    # --runtime onnx: the fine-tuned network scores the held-out images on ONNX Runtime, and is model.onnx.
+    assert "with the fine-tune network on onnx (exported)" in result.stdout
     history = fitting.read_history(model_dir / "history.csv")
     assert history["epoch"] == list(range(10))  # the fine-tune continued, to the same final count
     metadata = json.loads((model_dir / "metadata.json").read_text())
     assert metadata["training"]["recipe"] == "fine-tune" and metadata["training"]["peak_learning_rate"] == 3e-4
     assert [row["outcome"] for row in metadata["leaderboard"]] == ["the start of the recipe chosen", "chosen"]
 
-    # The fine-tuned network exports, and its ONNX file labels as the Keras model does.
+    # The fine-tuned network exports again, and its ONNX file labels as the Keras model does.
     exported = run_script("predict.py", "--model-dir", model_dir, "--export", "onnx")
     assert exported.returncode == 0, exported.stderr
     rows = {}

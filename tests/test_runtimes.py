@@ -7,12 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 from conftest import ROOT, class_image, run_script, write_class_tree
 
-from imgclf import artifacts, models, runtimes
+from imgclf import artifacts, evaluation, models, recipes, runtimes, tta
 
 pytestmark = pytest.mark.slow
 
@@ -172,9 +173,31 @@ def test_the_backbone_pass_runs_on_onnx_runtime_with_keras_features(tmp_path):
     backbone = models.backbone(model)
     pixels = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32)
     keras_features = runtimes.keras_model.runner(backbone)(pixels)
-    forward, runtime, line = runtimes.backbone_runner(backbone, "auto", str(tmp_path), runtimes.MIN_PASS_IMAGES)
+    forward, runtime, line = runtimes.network_runner(backbone, "auto", str(tmp_path), runtimes.MIN_PASS_IMAGES)
     assert runtime is runtimes.onnx and line.startswith("onnx (") and (tmp_path / "backbone.onnx").is_file()
     np.testing.assert_allclose(forward(pixels), keras_features, atol=1e-4)
     assert runtimes.keras_slowdown(backbone, forward, 32) > 0
-    _, runtime, line = runtimes.backbone_runner(backbone, "auto", str(tmp_path), runtimes.MIN_PASS_IMAGES - 1)
+    _, runtime, line = runtimes.network_runner(backbone, "auto", str(tmp_path), runtimes.MIN_PASS_IMAGES - 1)
     assert runtime is runtimes.keras_model and "fewer than the 1000 that repay an export" in line
+
+
+def test_a_whole_network_scores_on_onnx_runtime_once_exported_as_keras_does(tmp_path):
+    model = models.build_model("efficientnet_lite0", 32, 3)
+    images = np.random.default_rng(1).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    job = types.SimpleNamespace(config=types.SimpleNamespace(runtime="auto", model_dir=str(tmp_path)))
+    result = recipes.Result("fine-tune", "efficientnet_lite0", 32, model, model, images, {}, 3e-4)
+    split = types.SimpleNamespace(labels=np.arange(20) % 3)
+    rows = np.array([3, 1, 4, 15, 9, 2, 6, 5])  # any order, more than one batch
+    keras_run, line = recipes.runner(job, result, runtimes.MIN_PASS_IMAGES - 1)
+    assert "fewer than the 1000 that repay an export" in line and result.exported is None
+    truth, in_keras = evaluation.probabilities_of(keras_run, split, rows, images)
+    run, line = recipes.runner(job, result, runtimes.MIN_PASS_IMAGES)
+    assert line.startswith("onnx (") and result.exported == str(tmp_path / "checkpoints" / "fine-tune" / "network.onnx")
+    np.testing.assert_array_equal(truth, split.labels[rows])
+    np.testing.assert_allclose(evaluation.probabilities_of(run, split, rows, images)[1], in_keras, atol=1e-4)
+    # The next pass (the end of training) loads the same file; the flip mirrors the pictures as Keras's layers do.
+    again, line = recipes.runner(job, result, runtimes.MIN_PASS_IMAGES)
+    assert line == "onnx (exported)"
+    flipped = runtimes.keras_model.runner(tta.with_flip(model))(images[rows])
+    mirrored = evaluation.probabilities_of(tta._mirrored(again), split, rows, images)[1]
+    np.testing.assert_allclose((in_keras + mirrored) / 2, flipped, atol=1e-4)

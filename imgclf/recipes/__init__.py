@@ -22,7 +22,7 @@ import time
 
 import keras
 
-from imgclf import artifacts, evaluation, fitting, models, runtimes
+from imgclf import artifacts, devices, evaluation, fitting, models, runtimes
 from imgclf.cli import UsageError
 from imgclf.recipes import choice, features, fine_tune, larger, scratch
 from imgclf.recipes.job import DONE_FILE, Job, Result, cache_file, remove_caches  # noqa: F401 - the interface
@@ -191,10 +191,26 @@ def _network(name, config):
     return f"{arch}, {size} px"
 
 
+def runner(job, result, count):
+    """(a runtimes runner of `result`'s trainee on its inputs, the runtime in a line) for a pass over `count` images:
+    a head on features in Keras (a millisecond a batch); a whole network on the runtime of --runtime, exported once
+    into the checkpoints (`result.exported`, for the passes after this one and the model's own export) when that
+    many images repay it, else in Keras."""
+    line = "keras"
+    if result.trainee is result.model:
+        if result.exported:
+            return runtimes.exported_runner(result.exported), f"{runtimes.of_file(result.exported).NAME} (exported)"
+        folder = fitting.checkpoint_dir(job.config, result.recipe)
+        run, _, line = runtimes.network_runner(result.model, job.config.runtime, folder, count, name="network")
+        result.exported = getattr(run, "path", None)
+        if result.exported:
+            return run, line
+    return runtimes.keras_model.runner(devices.inference_model(result.trainee)), line
+
+
 def score(job, result):
     """`evaluation.validation_scores` of `result` on the validation images (the same for every candidate), and which
     of them it labels right."""
-    truth, probabilities = evaluation.probabilities_of(
-        result.trainee, job.split, job.split.validation, result.inputs, job.labels, job.config
-    )
+    run, _ = runner(job, result, len(job.split.validation))
+    truth, probabilities = evaluation.probabilities_of(run, job.split, job.split.validation, result.inputs)
     return evaluation.validation_scores(truth, probabilities), choice.labeled_right(truth, probabilities)

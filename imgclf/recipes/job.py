@@ -77,6 +77,7 @@ class Result:
     seconds: float = 0.0
     validation: dict = None  # accuracy, balanced_accuracy and loss on the validation images
     right: np.ndarray = None  # which validation images it labels right
+    exported: str = None  # `model` exported for the fast runtime (in the checkpoints), once a pass made it worth it
 
 
 def train_or_restore(job, model, inputs, name, **fit_args):

@@ -66,7 +66,7 @@ def run(job, done, deadline=None, min_epochs=0):
 
         try:
             backbone = models.backbone(model)
-            forward, _, runtime = runtimes.backbone_runner(backbone, config.runtime, os.path.dirname(kept), len(paths))
+            forward, _, runtime = runtimes.network_runner(backbone, config.runtime, os.path.dirname(kept), len(paths))
             job.backbones[arch, size] = getattr(forward, "path", None)
             print(f"Computing {arch} features of every image at {size}x{size} px on {runtime}...", flush=True)
             decoded = decoding.extract_features(

@@ -24,9 +24,10 @@ from imgclf.runtimes import keras_model, litert, onnx
 RUNTIMES = {module.NAME: module for module in (keras_model, onnx, litert)}
 EXPORTED = {module.SUFFIX: module for module in (onnx, litert)}
 AUTO = onnx  # on a CPU
-# Training's pass exports its backbone first (7 s for Lite0) to gain 4.5 ms (AVX-512) to 20 ms (without) an image:
-# with fewer images than this, `auto` keeps it in Keras.
+# Training exports a network before a pass over images (7 s for Lite0) to gain 4.5 ms (AVX-512) to 20 ms (without)
+# an image: with fewer images than this, `auto` keeps it in Keras.
 MIN_PASS_IMAGES = 1000
+BATCH = 16  # images per call: ONNX Runtime's memory arena grows with it (0.3 GB at 16, 0.9 at 64), not its rate
 
 
 def is_exported(path):
@@ -93,10 +94,11 @@ def exported_runner(path):
         ) from None
 
 
-def backbone_runner(backbone, requested, folder, count):
-    """(runner, runtime module, line) running training's frozen `backbone` over `count` images on the runtime
-    `choose` picks: exported into `folder` (the run's checkpoints) and loaded, or Keras when that is the choice, the
-    pass is short, or the export fails."""
+def network_runner(network, requested, folder, count, name="backbone"):
+    """(runner, runtime module, line) running a network of training (a frozen backbone, or a trained network that
+    labels the validation and test images) over `count` images on the runtime `choose` picks: exported into
+    `folder` (the run's checkpoints) as `name` and loaded, or Keras when that is the choice, the pass is short, or
+    the export fails."""
     import keras
 
     policy = keras.mixed_precision.global_policy().name  # bfloat16 (on AMX) or float16 (on a GPU): Keras's own
@@ -106,18 +108,23 @@ def backbone_runner(backbone, requested, folder, count):
     if module is not keras_model:
         from imgclf import export
 
-        path = os.path.join(folder, f"backbone{module.SUFFIX}")
+        path = os.path.join(folder, f"{name}{module.SUFFIX}")
         try:
             os.makedirs(folder, exist_ok=True)
             began = time.time()
             with cli.native_stderr_silenced():  # The converters log their passes to stderr.
-                export.write(export.inference_network(backbone), module.EXPORT_FORMAT, path)
+                export.write(export.inference_network(network), module.EXPORT_FORMAT, path)
             run = module.load(path)
             run.export_seconds = time.time() - began
             return run, module, f"{module.NAME} ({why})"
         except Exception as error:  # The converters raise many types; Keras runs any network.
             why = f"the {module.NAME} export failed ({cli.reason(error)})"
-    return keras_model.runner(backbone), keras_model, f"keras ({why})"
+    return keras_model.runner(network), keras_model, f"keras ({why})"
+
+
+def outputs_of(run, inputs, indices, batch=BATCH):
+    """`run`'s outputs for the rows `indices` of `inputs` (images or features), in their order, a batch at a time."""
+    return np.concatenate([run(inputs[indices[start : start + batch]]) for start in range(0, len(indices), batch)])
 
 
 def keras_slowdown(backbone, forward, size, batch=16):

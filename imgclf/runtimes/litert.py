@@ -24,7 +24,7 @@ def load(path):
     allocated = [None]
 
     def run(images):
-        images = np.asarray(images, np.float32)
+        images = np.ascontiguousarray(images, np.float32)
         if allocated[0] != images.shape:  # The batch size may change (the last batch): resize once per change.
             interpreter.resize_tensor_input(source["index"], images.shape)
             with cli.native_stderr_silenced():

@@ -23,7 +23,7 @@ def load(path):
     name = session.get_inputs()[0].name
 
     def run(images):
-        return session.run(None, {name: np.asarray(images, np.float32)})[0]
+        return session.run(None, {name: np.ascontiguousarray(images, np.float32)})[0]
 
     run.input_shape, run.path = session.get_inputs()[0].shape, path
     return run
