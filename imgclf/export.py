@@ -9,6 +9,8 @@ restricted to the builtin operators, so the plain LiteRT runtime (`ai-edge-liter
 runs them without the full-TensorFlow (Flex) delegate.
 """
 
+import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -105,18 +107,34 @@ def _calibration_batches(paths, image_size):
     return batches, len(usable)
 
 
+@contextlib.contextmanager
+def _collecting_often():
+    """Python's cyclic garbage collected as it comes: the ONNX converter (tf2onnx) copies its whole graph before
+    each of its optimizer passes and drops the copies in reference cycles, 0.8 GB for Lite0 before the collector's
+    rare full passes reach them. The heap as it stood is set aside (`gc.freeze`), so frequent full passes only
+    look at what the converter made: measured on Lite0, a peak of +0.3 GB instead of +1.1 GB, as fast."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(thresholds[0], 2, 2)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def write(network, fmt, path, calibration=None):
     """Writes the float32 `network` (see `inference_network`) to `path` in format `fmt` (a key of FILES).
 
-    The converters leave about 1 GB behind (Lite0 to ONNX: the traced graphs, then freed
-    heap that the C library keeps): collected and handed back to the system afterwards, as
-    training goes on in the same process.
+    What the converters leave behind (freed heap that the C library keeps) is handed back to
+    the system afterwards, as training goes on in the same process.
     """
     import tensorflow as tf
 
     try:
         if fmt == "onnx":
-            network.export(path, format="onnx", verbose=False)
+            with _collecting_often():
+                network.export(path, format="onnx", verbose=False)
         elif fmt == "saved-model":
             network.export(path, format="tf_saved_model", verbose=False)
         else:

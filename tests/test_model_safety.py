@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclf import artifacts, models
+from imgclf import artifacts, loading, models
 from imgclf.cli import UsageError
 
 
@@ -95,7 +95,6 @@ def test_bit_flipped_model_file_is_caught(tmp_path):
 @pytest.mark.parametrize("name", ["photo.jpg", "saved_model.pb", "model.weights.h5"])
 def test_a_file_that_is_not_a_model_is_one_line_naming_the_model_files(tmp_path, name):
     import config
-    from imgclf import labeling
 
     path = tmp_path / name
     if name.endswith(".h5"):  # weights alone: an HDF5 file with no architecture in it
@@ -104,7 +103,7 @@ def test_a_file_that_is_not_a_model_is_one_line_naming_the_model_files(tmp_path,
         Image.new("RGB", (8, 8)).save(tmp_path / "photo.jpg")
         path.write_bytes((tmp_path / "photo.jpg").read_bytes())
     with pytest.raises(UsageError) as caught:
-        labeling.load_for_prediction(config.PredictConfig(model=str(path)))
+        loading.load_for_prediction(config.PredictConfig(model=str(path)))
     message = str(caught.value)
     assert message.startswith(f"{path}: not a valid model file") and "\n" not in message
     assert "--classes" not in message and "model.onnx or .tflite" in message
@@ -118,11 +117,10 @@ def test_too_few_class_names_says_how_many_in_good_grammar():
 
 def test_a_changed_model_file_beside_its_metadata_says_modified_not_invalid(tmp_path):
     import config
-    from imgclf import labeling
 
     artifacts.save_model(models.build_model("simple", 32, 2), str(tmp_path), {"class_names": ["a", "b"],
                                                                              "image_size": 32})  # fmt: skip
     path = tmp_path / "model.h5"
     path.write_bytes(path.read_bytes()[:1000])  # damaged after training
     with pytest.raises(UsageError, match=r"modified since training"):
-        labeling.load_for_prediction(config.PredictConfig(model=str(path)))
+        loading.load_for_prediction(config.PredictConfig(model=str(path)))
