@@ -92,6 +92,11 @@ def set_policy(policy):
     keras.mixed_precision.set_global_policy(policy)
 
 
+def has_gpu():
+    """True when TensorFlow trains on a GPU here."""
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
 def gpu_warnings(visible_gpus, nvidia_driver, built_with_cuda):
     """Why an NVIDIA GPU that is present goes unused, and the fix; [] when there is nothing to say."""
     if visible_gpus or not nvidia_driver:

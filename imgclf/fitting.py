@@ -185,9 +185,10 @@ def stage_history(config, name):
         artifacts.write_text(os.path.join(artifacts.staged(config.model_dir), "history.csv"), handle.read())
 
 
-def fit(job, model, inputs, name, *, learning_rate, epochs, augment=False, deadline=None, min_epochs=1):
-    """Compiles and fits `model` on `inputs[i]` (images, or feature vectors) for every file; returns
-    (history, why it was skipped or None).
+def fit(job, model, inputs, name, *, learning_rate, epochs, augment=False, deadline=None, min_epochs=1,
+        batch_size=None):  # fmt: skip
+    """Compiles and fits `model` on `inputs[i]` (images, or feature vectors) for every file, `batch_size` (else
+    --batch-size's) per step on each device; returns (history, why it was skipped or None).
 
     `augment` (False, True or RandomAffine settings) applies to images only. The
     class weights weight the training and the validation loss alike, so the best epoch
@@ -196,23 +197,23 @@ def fit(job, model, inputs, name, *, learning_rate, epochs, augment=False, deadl
     sizes the run; a run of which fewer than `min_epochs` fit stops after its first steps.
     """
     config, strategy, split = job.config, job.strategy, job.split
-    replicas = strategy.num_replicas_in_sync
+    replicas, batch_size = strategy.num_replicas_in_sync, batch_size or config.batch_size
     train_batches = data.replica_batches(
-        strategy, inputs, job.labels, split.train, config.batch_size, seed=config.seed, augment=augment,
+        strategy, inputs, job.labels, split.train, batch_size, seed=config.seed, augment=augment,
         weights=job.sample_weights,
     )  # fmt: skip
     validation_batches = data.replica_batches(
-        strategy, inputs, job.labels, split.validation, config.batch_size, what="validation",
+        strategy, inputs, job.labels, split.validation, batch_size, what="validation",
         weights=job.sample_weights,
     )  # fmt: skip
-    steps = data.steps_per_epoch(len(split.train), config.batch_size, replicas)
+    steps = data.steps_per_epoch(len(split.train), batch_size, replicas)
     learning_rate = distribute.scaled_learning_rate(learning_rate, replicas)
     schedule = WarmupCosine(learning_rate, steps, steps * epochs)
     with strategy.scope():
         compile_model(model, len(split.class_names), schedule, config.jit)
     distribute.fix_multi_worker_fit(model, strategy)
     print(
-        f"{replicas} replica(s) x {config.batch_size} images per step, up to {epochs} epoch(s), "
+        f"{replicas} replica(s) x {batch_size} images per step, up to {epochs} epoch(s), "
         f"peak learning rate {learning_rate:.3g}, XLA {'on' if model.jit_compile else 'off'}.",
         flush=True,
     )

@@ -10,7 +10,7 @@ has its backbone frozen again, so --init-from and every export see the usual str
 
 import keras
 
-from imgclf import models
+from imgclf import devices, models
 from imgclf.recipes.job import Result, augmentation, train_or_restore
 
 NAME = "fine-tune"
@@ -21,6 +21,11 @@ MIN_EPOCHS = 2  # as a candidate of `auto`: fewer are not worth their minutes (c
 # another X-ray.
 AUGMENTATION = {"rotation": 0.03, "zoom": 0.1, "shear": 0.0, "shift": 0.05, "flip": True}
 
+
+# On CPUs a fine-tuning step takes at most this many images: as fast per image as 32, and the memory
+# TensorFlow's CPU kernels keep for a step's activations (oneDNN's allocator holds it to the end of the run)
+# is 0.7 GB smaller for Lite0 (bench/fine_tune_speed.py: peak 1.8-1.9 GB against 2.6). GPUs take --batch-size.
+CPU_BATCH_SIZE = 16
 
 # A fine-tuning image (forward and backward passes, the update, augmentation) costs this many images of the
 # frozen backbone's forward pass: 2.5 to 4 measured (bench/fine_tune_speed.py, bench/RESULTS.md section 14).
@@ -63,6 +68,11 @@ def describe(config):
     return f"{config.arch} at {config.image_size} px, every layer but batch normalization trained from the head"
 
 
+def batch_size(config):
+    """Images per fine-tuning step on each device: --batch-size, at most CPU_BATCH_SIZE without a GPU."""
+    return config.batch_size if devices.has_gpu() else min(config.batch_size, CPU_BATCH_SIZE)
+
+
 def set_backbone_trainable(model, trainable):
     """Makes the backbone's layers trainable (batch normalization excepted) or frozen again."""
     backbone = models.backbone(model)
@@ -82,6 +92,7 @@ def run(job, done, deadline=None, min_epochs=0):
     history, skipped = train_or_restore(
         job, model, images, NAME, learning_rate=LEARNING_RATE, epochs=config.epochs or EPOCHS,
         augment=augmentation(job, AUGMENTATION), deadline=deadline, min_epochs=min_epochs,
+        batch_size=batch_size(config),
     )  # fmt: skip
     if skipped:
         return skipped
