@@ -113,9 +113,8 @@ def _convert_or_export(config):
     if os.path.isdir(folder):  # else load_for_prediction says what is missing
         folders.check_writable_folder(folder, "--export")
     with artifacts.one_writer(folder, "--model-dir") if os.path.isdir(folder) else contextlib.nullcontext():
-        model, metadata, model_file = loading.load_for_prediction(
-            config
-        )  # under the lock: no training commits meanwhile
+        # Under the lock: no training commits meanwhile.
+        model, metadata, model_file = loading.load_for_prediction(config)
         if legacy.is_legacy_file(model_file) or not artifacts.has_metadata(model_file):
             raise UsageError(
                 f"--export: {model_file} has no metadata.json of its own. Convert it first "

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from imgclf import decoding, evaluation, models, runtimes
+from imgclf import decoding, devices, evaluation, models, runtimes
 from imgclf.recipes import choice
 
 AVERAGE = "flip_average"  # the layer that marks a model with the flip built in
@@ -123,5 +123,5 @@ def choose(job, chosen, run):
     answers = layers.TimeDistributed(chosen.trainee)(features)
     paired = keras.Model(features, layers.GlobalAveragePooling1D(dtype="float32")(answers))
     inputs = np.stack([chosen.inputs, mirrored_inputs], axis=1)
-    paired_run = runtimes.keras_model.runner(paired)
+    paired_run = runtimes.keras_model.runner(devices.inference_model(paired))
     return dataclasses.replace(chosen, model=model, trainee=paired, inputs=inputs, exported=None), decision, paired_run

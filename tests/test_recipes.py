@@ -22,7 +22,8 @@ from imgclf.recipes import choice, larger
 def mirrored(tmp_path_factory):
     """A task frozen ImageNet features cannot solve (an "L" or its mirror image), trained with --recipe auto."""
     root = tmp_path_factory.mktemp("recipes")
-    write_mirror_tree(root / "Dataset" / "Training_Set", per_class=60)
+    # 100 a class: with 60, scratch's batch-norm statistics sometimes did not settle in its few steps (chance level).
+    write_mirror_tree(root / "Dataset" / "Training_Set", per_class=100)
     write_mirror_tree(root / "Dataset" / "Test_Set", per_class=20, seed=1)
     result = run_script("train_cnn.py", "--data-dir", root / "Dataset", "--model-dir", root / "m", "--image-size", "48")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -35,9 +36,10 @@ def test_auto_tries_every_recipe_and_keeps_the_clearly_better_one(mirrored):
     metadata = json.loads((root / "m" / "metadata.json").read_text())
     board = {row["recipe"]: row for row in metadata["leaderboard"]}
     assert list(board) == ["features", "scratch", "fine-tune", "larger"]  # cheapest first, larger last
-    # Each one run; larger too unless an earlier one left it nothing to gain.
-    assert all("accuracy" in row and row["seconds"] > 0 for row in list(board.values())[:3]), board
-    assert "accuracy" in board["larger"] or board["larger"]["outcome"].endswith("labels every validation image right")
+    # Each one run, unless an earlier one left it nothing to gain.
+    assert all("accuracy" in row and row["seconds"] > 0 for row in list(board.values())[:2]), board
+    for row in list(board.values())[2:]:
+        assert "accuracy" in row or row["outcome"].endswith("labels every validation image right"), board
     chosen = metadata["training"]["recipe"]
     assert chosen != "features" and board[chosen]["outcome"] == "chosen"
     # The best, or as good as the best within what the validation images can tell, with a lower loss.
@@ -48,7 +50,7 @@ def test_auto_tries_every_recipe_and_keeps_the_clearly_better_one(mirrored):
     # The first lines say what will be tried, the last which won and by how much.
     assert "Recipes to try within the 10-minute budget, cheapest first" in result.stdout
     assert f"Chosen: {chosen} (" in result.stdout
-    assert "points over" in result.stdout or "no clear difference on 24 validation images" in result.stdout
+    assert "points over" in result.stdout or "no clear difference on 40 validation images" in result.stdout
     assert "grey pictures: augmentation makes no mirrored copies" in result.stdout  # else the labels would flip
     assert metadata["test_time_flip"] == {"used": False, "why": "grey pictures: left and right are not interchangeable"}
     report = (root / "m" / "report.txt").read_text()

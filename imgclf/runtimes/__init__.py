@@ -112,7 +112,7 @@ def network_runner(network, requested, folder, count, name="backbone"):
         try:
             os.makedirs(folder, exist_ok=True)
             began = time.time()
-            release_memory()  # what training freed goes back first: the converter's gigabyte comes on top of the rest
+            release_memory()  # what training freed goes back first: the converter's memory comes on top of the rest
             with cli.native_stderr_silenced():  # The converters log their passes to stderr.
                 export.write(export.inference_network(network), module.EXPORT_FORMAT, path)
             run = module.load(path)
