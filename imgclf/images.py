@@ -4,6 +4,7 @@ Training and prediction both call `load_image`, so a photo is decoded, turned
 upright and resized the same way in both.
 """
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -63,24 +64,38 @@ def load_image(path, size, resize="bilinear", grayscale=False):
     Raises:
         ImageError: the file is missing, not an image, damaged or too large.
     """
+    with _reasons(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            return prepare(image, size, resize, grayscale)
+
+
+def prepare(image, size, resize="bilinear", grayscale=False):
+    """An opened PIL image (a file, an upload, a picture made in memory) as `load_image` makes it: a
+    `(size, size, 3)` uint8 RGB array.
+
+    Raises:
+        ImageError: the image declares too many pixels, or its data is damaged.
+    """
+    with _reasons(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise ImageError(f"refused as a decompression bomb: declares {width}x{height} pixels, over {MAX_PIXELS}")
+        image.draft("RGB", (size, size))
+        image = ImageOps.exif_transpose(image)
+        image = _to_rgb(image)
+        if grayscale:
+            image = image.convert("L").convert("RGB")
+        image = image.resize((size, size), RESAMPLING[resize])
+        return np.asarray(image, dtype=np.uint8)
+
+
+@contextlib.contextmanager
+def _reasons():
+    """Pillow's and the file system's errors as an ImageError saying why, in a line."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_PIXELS:
-                    raise ImageError(
-                        f"refused as a decompression bomb: declares {width}x{height} pixels, over {MAX_PIXELS}"
-                    )
-                image.draft("RGB", (size, size))
-                image = ImageOps.exif_transpose(image)
-                image = _to_rgb(image)
-                if grayscale:
-                    image = image.convert("L").convert("RGB")
-                image = image.resize((size, size), RESAMPLING[resize])
-                return np.asarray(image, dtype=np.uint8)
-    except ImageError:
-        raise
+        yield
     except FileNotFoundError:
         raise ImageError("file not found (a dangling link?)") from None
     except Image.UnidentifiedImageError:

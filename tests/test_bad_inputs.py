@@ -8,7 +8,7 @@ from conftest import class_image, write_class_tree
 from PIL import Image
 
 import config
-from imgclf import artifacts, decoding, folders, images, labeling, splits, train
+from imgclf import artifacts, decoding, folders, images, labeling, splits, training
 
 
 def _rgb(size=(30, 20)):
@@ -82,7 +82,7 @@ def test_training_counts_every_file_as_used_or_skipped(tmp_path):
     _messy_folder(data_dir / "Training_Set" / "dogs")
     before = {p: p.read_bytes() for p in (data_dir / "Training_Set" / "dogs").rglob("*") if p.is_file()}
     settings = config.TrainConfig(data_dir=str(data_dir), model_dir=str(tmp_path / "m"), image_size=16)
-    split = splits.scan(train.resolve_config(settings))
+    split = splits.scan(training.resolve_config(settings))
     found = len(split.paths)
     # Readable + unreadable + nested + symlink; junk files are not candidates at all.
     assert found == 6 + len(READABLE) + len(UNREADABLE) + 2

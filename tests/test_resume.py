@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, write_class_tree
 
-from imgclf import fitting, train
+from imgclf import fitting, training
 
 
 def _start(args):
@@ -81,8 +81,8 @@ def test_resume_without_an_interrupted_run_is_refused(tmp_path):
     import config
 
     settings = config.TrainConfig(data_dir=str(tmp_path), model_dir=str(tmp_path / "m"), resume=True)
-    with pytest.raises(train.UsageError, match=r"--resume: no interrupted run in .* Run without --resume"):
-        train.train(settings)
+    with pytest.raises(training.UsageError, match=r"--resume: no interrupted run in .* Run without --resume"):
+        training.train(settings)
 
 
 def test_resumed_early_stopping_keeps_the_earlier_best_weights(tmp_path):
@@ -110,8 +110,8 @@ def test_a_failing_fresh_run_keeps_an_interrupted_runs_state(tmp_path):
     backup.mkdir(parents=True)
     (backup / "latest.weights.h5").write_bytes(b"state of epoch 7")
     settings = config.TrainConfig(data_dir=str(tmp_path / "typo"), model_dir=str(tmp_path / "m"))
-    with pytest.raises(train.UsageError, match="Training_Set: folder not found"):
-        train.train(settings)
+    with pytest.raises(training.UsageError, match="Training_Set: folder not found"):
+        training.train(settings)
     assert (backup / "latest.weights.h5").read_bytes() == b"state of epoch 7"
 
 
@@ -164,7 +164,7 @@ def test_commit_moves_a_runs_files_and_removes_an_earlier_models_reports(tmp_pat
     for name in ("report.txt", "report.html", "logs/old-events", "notes.txt", "model.onnx", "saved_model/x.pb"):
         (model_dir / name).parent.mkdir(exist_ok=True)
         (model_dir / name).write_text("old")
-    names = [*train.REPORT_FILES, *export.FILES.values()]  # what training passes
+    names = [*training.REPORT_FILES, *export.FILES.values()]  # what training passes
     artifacts.commit(str(staging), str(model_dir), names)
     assert (model_dir / "report.txt").read_text() == "new" and (model_dir / "logs" / "events").read_text() == "new"
     assert not (model_dir / "report.html").exists() and not (model_dir / "logs" / "old-events").exists()

@@ -7,7 +7,7 @@ import pytest
 from conftest import run_script, write_class_tree
 
 import config
-from imgclf import train
+from imgclf import training
 from imgclf.cli import UsageError
 
 
@@ -19,7 +19,7 @@ def _config(tmp_path, **changes):
 
 def test_missing_training_set(tmp_path):
     with pytest.raises(UsageError, match=r"Dataset/Training_Set: folder not found\. Pass --data-dir .*`make demo`"):
-        train.train(_config(tmp_path))
+        training.train(_config(tmp_path))
 
 
 @pytest.mark.slow
@@ -45,7 +45,7 @@ def test_missing_backbone_weights_file_is_one_line_and_leaves_nothing(tmp_path, 
 def test_backbone_weights_for_a_network_trained_from_scratch(tmp_path):
     (tmp_path / "w.h5").write_bytes(b"weights")
     with pytest.raises(UsageError, match=r"--backbone-weights: --arch compact is trained from scratch"):
-        train.resolve_config(_config(tmp_path, arch="compact", backbone_weights=str(tmp_path / "w.h5")))
+        training.resolve_config(_config(tmp_path, arch="compact", backbone_weights=str(tmp_path / "w.h5")))
 
 
 def _earlier_model_folder(tmp_path, architecture="compact", image_size=96):
@@ -70,41 +70,41 @@ def test_init_from_refuses_another_architecture_or_size_alike(tmp_path, monkeypa
     (tmp_path / "w.h5").write_bytes(b"weights")
     earlier = _earlier_model_folder(tmp_path)
     with pytest.raises(UsageError, match=rf"^{flag}: --init-from .*earlier continues its compact network at 96 px"):
-        train.resolve_config(_config(tmp_path, init_from=earlier, **changes))
+        training.resolve_config(_config(tmp_path, init_from=earlier, **changes))
 
 
 def test_init_from_keeps_its_architecture_and_accepts_the_same_flags(tmp_path):
     earlier = _earlier_model_folder(tmp_path)
     for changes in ({}, {"arch": "compact"}, {"image_size": 96}):
-        resolved = train.resolve_config(_config(tmp_path, init_from=earlier, **changes))
+        resolved = training.resolve_config(_config(tmp_path, init_from=earlier, **changes))
         assert (resolved.arch, resolved.image_size) == ("compact", 96)
 
 
 def test_single_class(tmp_path):
     write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats"], per_class=2)
     with pytest.raises(UsageError, match=r"needs at least two class sub-folders .*found only 'cats'"):
-        train.train(_config(tmp_path))
+        training.train(_config(tmp_path))
 
 
 def test_test_set_classes_must_match(tmp_path):
     write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats", "dogs"], per_class=2)
     write_class_tree(tmp_path / "Dataset" / "Test_Set", ["cats", "wolves"], per_class=2)
     with pytest.raises(UsageError, match=r"Test_Set: its class folders \['cats', 'wolves'\] differ from the training"):
-        train.train(_config(tmp_path))
+        training.train(_config(tmp_path))
 
 
 def test_unwritable_model_dir_is_caught_before_training(tmp_path):
     write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats", "dogs"], per_class=2)
     (tmp_path / "taken").write_text("a file, not a folder")
     with pytest.raises(UsageError, match=r"--model-dir .*taken: cannot write there"):
-        train.train(dataclasses.replace(_config(tmp_path), model_dir=str(tmp_path / "taken")))
+        training.train(dataclasses.replace(_config(tmp_path), model_dir=str(tmp_path / "taken")))
 
 
 def test_unknown_architecture(tmp_path):
     with pytest.raises(
         UsageError, match=r"`--arch` must be one of efficientnet_lite0, .*, compact, simple\. Received: resnet9000"
     ):
-        train.train(_config(tmp_path, arch="resnet9000"))
+        training.train(_config(tmp_path, arch="resnet9000"))
 
 
 def test_class_with_no_readable_image(tmp_path):
@@ -114,18 +114,18 @@ def test_class_with_no_readable_image(tmp_path):
     for i in range(4):
         (dogs / f"{i}.jpg").write_bytes(b"garbage")
     with pytest.raises(UsageError, match=r"Training images of class 'dogs': none could be read"):
-        train.train(_config(tmp_path, image_size=32))
+        training.train(_config(tmp_path, image_size=32))
 
 
 def test_image_size_below_sixteen(tmp_path):
     with pytest.raises(UsageError, match=r"`--image-size` must be between 16 and 1024\. Received: 8"):
-        train.train(_config(tmp_path, image_size=8))
+        training.train(_config(tmp_path, image_size=8))
 
 
 @pytest.mark.parametrize("arch, size", [("simple", 64), ("compact", 96)])
 def test_no_image_size_means_the_architectures_own(tmp_path, arch, size):
-    assert train.resolve_config(_config(tmp_path, arch=arch)).image_size == size
-    assert train.resolve_config(_config(tmp_path, arch=arch, image_size=40)).image_size == 40
+    assert training.resolve_config(_config(tmp_path, arch=arch)).image_size == size
+    assert training.resolve_config(_config(tmp_path, arch=arch, image_size=40)).image_size == 40
 
 
 def test_strict_refuses_unreadable_files_and_lists_them(tmp_path, capsys):
@@ -133,7 +133,7 @@ def test_strict_refuses_unreadable_files_and_lists_them(tmp_path, capsys):
     (tmp_path / "Dataset" / "Training_Set" / "dogs" / "empty.jpg").write_bytes(b"")
     (tmp_path / "Dataset" / "Training_Set" / "cats" / "text.jpg").write_text("not a picture")
     with pytest.raises(UsageError, match=r"/(empty|text)\.jpg: .*\(2 unreadable file\(s\) in all\)\. Fix or remove"):
-        train.train(_config(tmp_path, image_size=32, strict=True))
+        training.train(_config(tmp_path, image_size=32, strict=True))
     listed = capsys.readouterr().out
     assert "empty.jpg: " in listed and "text.jpg: " in listed
     assert not (tmp_path / "models").exists()  # Nothing left behind that could be taken for a model's report.
@@ -148,11 +148,11 @@ def test_a_failed_run_leaves_no_empty_model_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(file_utils, "get_file", offline)
     write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats", "dogs"], per_class=4)
     with pytest.raises(UsageError, match=r"--arch mobilenet_v3_small: its ImageNet weights could not be downloaded"):
-        train.train(_config(tmp_path, arch="mobilenet_v3_small", image_size=32))
+        training.train(_config(tmp_path, arch="mobilenet_v3_small", image_size=32))
     assert not (tmp_path / "models").exists()
 
 
 def test_init_from_a_folder_without_a_model(tmp_path):
     write_class_tree(tmp_path / "Dataset" / "Training_Set", ["cats", "dogs"], per_class=2)
     with pytest.raises(UsageError, match=r"--init-from .*nowhere: no model.h5 there\. Give a model folder\."):
-        train.train(_config(tmp_path, init_from=str(tmp_path / "nowhere")))
+        training.train(_config(tmp_path, init_from=str(tmp_path / "nowhere")))
