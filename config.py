@@ -278,6 +278,20 @@ class PredictConfig(_Checked):
         "labeling arithmetic: auto (bfloat16 on CPUs with AMX, float16 on GPUs with tensor cores), on or off",
         choices=["auto", "on", "off"],
     )
+    serve: bool = setting(
+        False,
+        "start the local app instead of labeling: a page to try pictures, a review page for the data that training "
+        "flagged, and POST /api/predict; Ctrl-C stops it",
+    )
+    host: str = setting("127.0.0.1", "--serve: the address to listen on (another than this machine's needs a token)")
+    port: int = setting(8000, "--serve: the port to listen on", low=1, high=65535)
+    token: str = setting(
+        "", "--serve: the token that requests moving files must carry", shown="none on 127.0.0.1, else a random one"
+    )
+    data_dir: str = setting(
+        "", "--serve: the data folder the review page fixes", shown="the one the model was trained on"
+    )
+    max_upload_mb: float = setting(20.0, "--serve: the largest picture accepted, in MB", low=0.01, high=1024.0)
 
 
 def flag_name(field):

@@ -15,6 +15,7 @@ A mistake the scripts answer with one line and exit status 2 raises `imgclf.Usag
 import dataclasses
 import difflib
 import importlib.util
+import io
 import os
 import sys
 
@@ -74,9 +75,9 @@ def load(path="models", runtime="auto", **flags):
 class Classifier:
     """A trained model, loaded once: labels paths, PIL images and arrays; evaluates a labeled folder; explains."""
 
-    def __init__(self, config):
+    def __init__(self, config, write_exports=True):
         self.config = config
-        self.run, self.metadata, self._model = loading.runner(config)
+        self.run, self.metadata, self._model = loading.runner(config, write_exports)
         self.class_names = list(self.metadata["class_names"])
         saved = self.metadata.get("threshold")
         self.threshold = outputs.DEFAULT_THRESHOLD if saved is None else saved
@@ -86,7 +87,8 @@ class Classifier:
         return f"Classifier({loading.model_path(self.config)!r}, classes={self.class_names})"
 
     def pixels(self, item):
-        """`item` (a path, a PIL image, or an array of 0-255 pixels: height x width, with 1, 3 or 4 channels) as the
+        """`item` (a path, a file's bytes, a PIL image, or an array of 0-255 pixels: height x width, with 1, 3 or 4
+        channels) as the
         model takes it: (size, size, 3) uint8, made as training made its images. Raises ImageError."""
         size, resize = self.metadata["image_size"], self.metadata.get("resize", "bilinear")
         grayscale = self.metadata.get("color_mode") == "grayscale"
@@ -94,7 +96,8 @@ class Classifier:
             return image_io.prepare(item, size, resize, grayscale)
         if isinstance(item, np.ndarray):
             return image_io.prepare(_from_array(item), size, resize, grayscale)
-        return image_io.load_image(os.fspath(item), size, resize, grayscale)
+        source = io.BytesIO(item) if isinstance(item, bytes) else os.fspath(item)
+        return image_io.load_image(source, size, resize, grayscale)
 
     def predict(self, items, batch_size=BATCH_SIZE):
         """The label of `items` (one, or a list): for each a dict of a predictions.csv row's fields (path, label,
@@ -152,10 +155,11 @@ class Classifier:
     def explain(self, item, label=None):
         """A PIL image of `item` at the model's input size with its Grad-CAM laid over it (red: where the network
         looked for `label`, by default the label it gives). Needs the Keras model (TensorFlow loads on first use)."""
-        from imgclf import gradcam
-
         if label is not None and label not in self.class_names:
             raise UsageError(f"explain: label {label!r} is not one of the model's classes {self.class_names}.")
+        cli.quiet_tensorflow()
+        from imgclf import gradcam
+
         pixels = self.pixels(item)
         if label is None:
             index = int(outputs.label_rows(self.probabilities(pixels[None]), self.threshold)[0][0])
@@ -195,6 +199,6 @@ def _name(item):
     """The path field of a row: the file's path, or a PIL image's file name ('' for pictures made in memory)."""
     if isinstance(item, Image.Image):
         return getattr(item, "filename", "") or ""
-    if isinstance(item, np.ndarray):
+    if isinstance(item, np.ndarray | bytes):
         return ""
     return os.fspath(item)

@@ -269,9 +269,10 @@ def exported_entry(metadata, path):
     return next((entry for entry in metadata.get("exports", {}).values() if entry.get("file") == name), None)
 
 
-def for_runtime(model_file, metadata, runtime):
+def for_runtime(model_file, metadata, runtime, write=True):
     """(path, None): the model folder's export for `runtime` (a `runtimes` module), as metadata.json lists it; or
-    written now, once, when it is missing (a model trained before training wrote it) or changed; or (None, why not).
+    written now, once, when it is missing (a model trained before training wrote it) or changed, unless not `write`;
+    or (None, why not).
     """
     folder = os.path.dirname(os.path.abspath(model_file))
     path = os.path.join(folder, runtime.FILE)
@@ -279,6 +280,8 @@ def for_runtime(model_file, metadata, runtime):
     if entry and os.path.isfile(path) and artifacts.sha256(path) == entry.get("sha256"):
         return path, None
     state = "changed since it was written" if entry and os.path.exists(path) else "not written yet"
+    if not write:
+        return None, f"{path} is {state} (python predict.py writes it once)"
     if not os.access(folder, os.W_OK):
         return None, f"{path} is {state}, and {folder} is not writable"
     print(f"{path}: {state}; writing it from {os.path.basename(model_file)}, once...", flush=True)

@@ -47,6 +47,10 @@ def predict(config):
     started = time.time()
     if config.convert or config.export:
         return _convert_or_export(config)
+    if config.serve:
+        from imgclf import serve
+
+        return serve.serve(config)
     run, metadata, model = loading.runner(config)
     if config.explain and model is None:
         raise UsageError(

@@ -54,9 +54,10 @@ def model_path(config):
     return config.model or os.path.join(config.model_dir, artifacts.MODEL_FILE)
 
 
-def runner(config):
+def runner(config, write_exports=True):
     """(run, metadata, Keras model or None): what labels a batch, on the runtime `runtimes.choose` picks: an
-    exported file (which has no Keras model to explain), the model folder's export for that runtime, or Keras."""
+    exported file (which has no Keras model to explain), the model folder's export for that runtime (written now
+    when it is missing, unless not `write_exports`), or Keras."""
     model_file = model_path(config)
     if runtimes.is_exported(model_file):
         runtime = runtimes.of_file(model_file)
@@ -71,7 +72,7 @@ def runner(config):
     if runtime is not runtimes.keras_model:
         metadata = artifacts.read_metadata(model_file)
         artifacts.check_checksum(model_file, metadata)
-        path, why_not = export.for_runtime(model_file, metadata, runtime)
+        path, why_not = export.for_runtime(model_file, metadata, runtime, write_exports)
         if path:
             run = runtimes.exported_runner(path)
             check_input_shape(run, path, metadata)

@@ -1,0 +1,162 @@
+"""Fixing the data that training flagged: the suspect labels and duplicate pairs of a model folder, and moves of
+their files to another class folder or into `_set_aside/`, inside the data folder only, logged and undoable.
+
+The app's review page (`serve.py`) calls this; nothing here writes the model folder or deletes a file.
+"""
+
+import csv
+import datetime
+import json
+import os
+import shlex
+import threading
+
+from imgclf.cli import UsageError
+
+SET_ASIDE = "_set_aside"  # inside the data folder: files taken out of training, never deleted
+LOG_FILE = "review_log.jsonl"  # inside the data folder: one JSON line per move and per undo
+
+
+class Refused(UsageError):
+    """A move that would touch something outside the data folder, or that the folder's state does not allow."""
+
+
+class Review:
+    """The suspects and duplicates of `model_dir`, whose images are in `data_dir`."""
+
+    def __init__(self, model_dir, data_dir):
+        self.model_dir, self.data_dir = model_dir, os.path.realpath(data_dir)
+        if not os.path.isdir(self.data_dir):
+            raise UsageError(f"--data-dir {data_dir}: folder not found (the review moves files inside it).")
+        self.log_file = os.path.join(self.data_dir, LOG_FILE)
+        self._lock = threading.Lock()  # one move at a time: the log's order is the moves' order
+
+    def items(self):
+        """Training's flags (suspects, duplicates: each file's path relative to the data folder, its split and class
+        folder), the actions so far (log, newest last), the class folders, and the command that retrains."""
+        suspects = [
+            {**row, **self._where(row["path"])} for row in _rows(os.path.join(self.model_dir, "suspect_labels.csv"))
+        ]
+        duplicates = [
+            {**row, "first": self._where(row["path"]), "second": self._where(row["duplicate_of"])}
+            for row in _rows(os.path.join(self.model_dir, "duplicates.csv"))
+        ]
+        return {
+            "suspects": suspects,
+            "duplicates": duplicates,
+            "log": self.log(),
+            "classes": self.classes(),
+            "data_dir": self.data_dir,
+            "log_file": self.log_file,
+            "retrain": self.retrain_command(),
+        }
+
+    def retrain_command(self):
+        """The command that trains again on the fixed data folder, into the same model folder."""
+        folders = f"--data-dir {shlex.quote(self.data_dir)} --model-dir {shlex.quote(self.model_dir)}"
+        return f"python train_cnn.py {folders}"
+
+    def classes(self):
+        """{split folder: its class folders}: where a file can be moved."""
+        found = {}
+        for split in sorted(os.listdir(self.data_dir)):
+            folder = os.path.join(self.data_dir, split)
+            if os.path.isdir(folder) and not split.startswith((".", "_")):
+                found[split] = sorted(
+                    name
+                    for name in os.listdir(folder)
+                    if os.path.isdir(os.path.join(folder, name)) and not name.startswith((".", "_"))
+                )
+        return found
+
+    def path_of(self, relative):
+        """The real path of `relative` (a file inside the data folder), or Refused: outside it (`..`, an absolute
+        path elsewhere, a link out), a link, or not a file."""
+        if not isinstance(relative, str) or not relative or "\0" in relative:
+            raise Refused("path: a file inside the data folder is needed.")
+        joined = os.path.join(self.data_dir, relative)
+        real = os.path.realpath(joined)
+        if os.path.commonpath([real, self.data_dir]) != self.data_dir or real == self.data_dir:
+            raise Refused(f"{relative}: outside the data folder; only its files can be moved.")
+        if os.path.islink(joined):
+            raise Refused(f"{relative}: a link; only the data folder's own files can be moved.")
+        if not os.path.isfile(real):
+            raise Refused(f"{relative}: no such file in the data folder (moved or removed already?).")
+        return real
+
+    def move(self, relative, to):
+        """Moves the file `relative` into its split's class folder `to`, or into `_set_aside/` (`to` = "_set_aside");
+        returns the log entry."""
+        with self._lock:
+            source = self.path_of(relative)
+            parts = os.path.relpath(source, self.data_dir).split(os.sep)
+            if parts[0] == SET_ASIDE or len(parts) < 3:
+                raise Refused(f"{relative}: not in a class folder (<split>/<class>/...); undo a move to put it back.")
+            split, current, rest = parts[0], parts[1], parts[2:]
+            if to == SET_ASIDE:
+                target = os.path.join(self.data_dir, SET_ASIDE, split, current, *rest)
+            elif to in self.classes().get(split, []) and to != current:
+                target = os.path.join(self.data_dir, split, to, *rest)
+            else:
+                choices = [name for name in self.classes().get(split, []) if name != current] + [SET_ASIDE]
+                raise Refused(f"to: {to!r} is not a class folder of {split} to move {relative} to; one of {choices}.")
+            entry = {"action": "move", "from": self._relative(source), "to": self._relative(target)}
+            return self._do(source, target, entry)
+
+    def undo(self, index):
+        """Moves the file of the log's entry `index` back where it was (and logs that too); returns the new entry."""
+        with self._lock:
+            log = self.log()
+            if not isinstance(index, int) or not 0 <= index < len(log) or log[index]["action"] != "move":
+                raise Refused(f"undo: no move numbered {index!r} in {LOG_FILE}.")
+            if any(entry.get("undoes") == index for entry in log):
+                raise Refused(f"undo: move {index} was undone already.")
+            move = log[index]
+            source, target = self.path_of(move["to"]), os.path.join(self.data_dir, move["from"])
+            entry = {"action": "undo", "undoes": index, "from": move["to"], "to": move["from"]}
+            return self._do(source, target, entry)
+
+    def log(self):
+        """The actions so far, each with its number (`index`)."""
+        if not os.path.isfile(self.log_file):
+            return []
+        with open(self.log_file, encoding="utf-8") as handle:
+            return [{**json.loads(line), "index": n} for n, line in enumerate(handle) if line.strip()]
+
+    def _do(self, source, target, entry):
+        real_parent = os.path.realpath(os.path.dirname(target))
+        if os.path.commonpath([real_parent, self.data_dir]) != self.data_dir:
+            raise Refused(f"{entry['to']}: outside the data folder.")
+        if os.path.lexists(target):
+            raise Refused(f"{entry['to']}: a file of that name is there already; nothing was moved.")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.rename(source, target)  # within one folder tree: atomic, nothing copied, nothing lost
+        entry = {**entry, "time": datetime.datetime.now().isoformat(timespec="seconds")}
+        with open(self.log_file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return {**entry, "index": len(self.log()) - 1}
+
+    def _relative(self, path):
+        return os.path.relpath(path, self.data_dir).replace(os.sep, "/")
+
+    def _where(self, path):
+        """A flagged file's place: its path relative to the data folder, its split and class, whether it is there."""
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, self.data_dir]) != self.data_dir:
+            return {"relative": None, "exists": False}
+        parts = self._relative(real).split("/")
+        return {
+            "relative": "/".join(parts),
+            "split": parts[0],
+            "folder": parts[1] if len(parts) > 2 else "",
+            "exists": os.path.isfile(real),
+        }
+
+
+def _rows(path):
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

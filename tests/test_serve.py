@@ -1,0 +1,259 @@
+"""`predict.py --serve`: a real server on 127.0.0.1 around a real trained model. Its answers are predict.py's,
+concurrent pictures are labeled together, every bad request gets its status and a one-line JSON error while the
+server goes on, and the review moves files inside the data folder only, each move undoable, never touching the
+model folder. The pages are driven in headless Chromium (Selenium and Debian's chromedriver)."""
+
+import concurrent.futures
+import csv
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zlib
+
+import pytest
+from conftest import ROOT, _environment, class_image, run_script, write_class_tree
+
+pytestmark = pytest.mark.slow
+
+MISLABELED = {"b_filed_as_a.png": ("a", "b"), "a_filed_as_b.png": ("b", "a")}  # name: (folder, true class)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A model trained on stripes (a: horizontal, b: vertical) with an image of each filed in the other's folder,
+    and a copy of a training image."""
+    root = tmp_path_factory.mktemp("serve")
+    data = root / "Dataset"
+    write_class_tree(data / "Training_Set", ["a", "b"], per_class=24, size=64)
+    write_class_tree(data / "Validation_Set", ["a", "b"], per_class=6, size=64, start_seed=500)
+    for name, (folder, true_class) in MISLABELED.items():
+        class_image("ab".index(true_class), 900, 64).save(data / "Training_Set" / folder / name)
+    shutil.copy(data / "Training_Set" / "a" / "img_1.png", data / "Training_Set" / "a" / "copy_of_img_1.png")
+    result = run_script(
+        "train_cnn.py", "--data-dir", data, "--model-dir", root / "models", "--image-size", "64", "--recipe", "features"
+    )
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+class Server:
+    """`predict.py --serve` in its own process on a free port of 127.0.0.1."""
+
+    def __init__(self, *args, cwd, host="127.0.0.1"):
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        command = [sys.executable, str(ROOT / "predict.py"), "--serve", "--host", host, "--port", str(self.port)]
+        command += map(str, args)
+        self.process = subprocess.Popen(
+            command, cwd=cwd, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert self.process.poll() is None, self.process.stdout.read()
+            try:
+                if request(self.url + "/")[0] == 200:
+                    self.started = time.time()
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("the server did not answer within 2 minutes")
+
+    def stop(self):
+        self.process.terminate()
+        return self.process.communicate(timeout=30)[0]
+
+
+def request(url, body=None, headers=None, method=None):
+    """(status, headers, body bytes) of one HTTP request, whatever the status."""
+    message = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(message, timeout=60) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def post_json(url, payload, token=None):
+    headers = {"Content-Type": "application/json", **({"X-Token": token} if token else {})}
+    status, _, body = request(url, json.dumps(payload).encode(), headers)
+    return status, json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    running = Server("--model-dir", trained / "models", "--max-upload-mb", "0.5", cwd=trained)
+    yield running
+    running.stop()
+
+
+def test_answers_are_predict_py_figures_for_raw_and_multipart_uploads(trained, server, tmp_path):
+    pictures = sorted((trained / "Dataset" / "Validation_Set").rglob("*.*"))
+    output = tmp_path / "p.csv"
+    labeled = run_script(
+        "predict.py", "--model-dir", trained / "models", "--input", *pictures, "--output", output, cwd=tmp_path
+    )
+    assert labeled.returncode == 0, labeled.stderr
+    with open(output, newline="", encoding="utf-8") as handle:
+        expected = {row["path"]: row for row in csv.DictReader(handle)}
+    for n, picture in enumerate(pictures):
+        data = picture.read_bytes()
+        if n % 2:
+            status, _, body = request(server.url + "/api/predict", data, {"Content-Type": "image/png"})
+        else:
+            boundary = "picture-boundary"
+            multipart = (
+                (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{picture.name}"\r\n'
+                    f"Content-Type: application/octet-stream\r\n\r\n"
+                ).encode()
+                + data
+                + f"\r\n--{boundary}--\r\n".encode()
+            )
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            status, _, body = request(server.url + "/api/predict", multipart, headers)
+        assert status == 200, body
+        answer, want = json.loads(body), expected[str(picture)]
+        assert set(answer) == {"label", "confidence", "probabilities"}
+        assert answer["label"] == want["label"]
+        assert abs(answer["confidence"] - float(want["confidence"])) < 1e-4
+        assert all(abs(p - float(want[f"prob_{name}"])) < 1e-4 for name, p in answer["probabilities"].items())
+
+
+def test_concurrent_clients_are_labeled_together(trained, server):
+    data = (trained / "Dataset" / "Validation_Set" / "a" / "img_1.png").read_bytes()
+
+    def one(_):
+        status, headers, body = request(server.url + "/api/predict", data)
+        return status, int(headers["X-Batch"]), json.loads(body)["label"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(64)))
+    assert {status for status, _, _ in answers} == {200}
+    assert len({label for _, _, label in answers}) == 1
+    assert max(batch for _, batch, _ in answers) > 1  # some went together
+
+
+def _bomb_png():
+    """A valid PNG header declaring 20000 x 20000 pixels (400 million), with almost no data."""
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + header
+    ihdr = struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    data = b"IDAT" + zlib.compress(b"\0" * 100)
+    idat = struct.pack(">I", len(data) - 4) + data + struct.pack(">I", zlib.crc32(data))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + idat
+
+
+def test_bad_requests_get_a_status_and_a_one_line_error_and_the_server_goes_on(trained, server):
+    picture = (trained / "Dataset" / "Validation_Set" / "b" / "img_1.png").read_bytes()
+    cases = [
+        (b"\0" * 600_000, 413, "over the 0.5 MB limit"),
+        (b"this is not a picture", 415, "not an image file"),
+        (_bomb_png(), 400, "decompression bomb"),
+        (picture[: len(picture) // 2], 400, "damaged"),
+        (b"", 400, "empty body"),
+    ]
+    for body, status, message in cases:
+        got, headers, answer = request(server.url + "/api/predict", body, method="POST")
+        error = json.loads(answer)["error"]
+        assert (got, headers["Content-Type"]) == (status, "application/json"), answer
+        assert message in error and "\n" not in error
+    form = {"Content-Type": "multipart/form-data; boundary=x"}
+    no_file = b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--x--\r\n'
+    status, _, answer = request(server.url + "/api/predict", no_file, form)
+    assert status == 400 and "'file' field" in json.loads(answer)["error"]
+    chunked = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)  # no Content-Length
+    chunked.request("POST", "/api/predict", body=iter([picture]), encode_chunked=True)
+    response = chunked.getresponse()
+    assert response.status == 411 and "Content-Length" in json.loads(response.read())["error"]
+    assert request(server.url + "/api/nothing-here")[0] == 404
+    assert request(server.url + "/api/predict")[0] == 405
+    assert request(server.url + "/api/predict", picture)[0] == 200  # still serving
+    assert server.process.poll() is None
+
+
+def _tree_digest(folder):
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_review_moves_files_inside_the_data_folder_only_and_undoes_them(trained, tmp_path):
+    data, models = trained / "Dataset", trained / "models"
+    outside = tmp_path / "outside.png"
+    class_image(0, 1, 32).save(outside)
+    os.symlink(outside, data / "Training_Set" / "a" / "link_out.png")
+    before = _tree_digest(models)
+    server = Server("--model-dir", models, "--token", "secret-token", cwd=tmp_path)
+    try:
+        status, items = 0, {}
+        status, _, body = request(server.url + "/api/review")
+        items = json.loads(body)
+        assert status == 200 and items["data_dir"] == str(data.resolve())
+        flagged = {row["relative"]: row for row in items["suspects"]}
+        assert "Training_Set/a/b_filed_as_a.png" in flagged, flagged
+        assert flagged["Training_Set/a/b_filed_as_a.png"]["suggested_label"] == "b"
+        assert any("copy_of_img_1.png" in row["first"]["relative"] + row["second"]["relative"]
+                   for row in items["duplicates"])  # fmt: skip
+        move = {"path": "Training_Set/a/b_filed_as_a.png", "to": "b"}
+        assert post_json(server.url + "/api/move", move)[0] == 403  # no token
+        status, entry = post_json(server.url + "/api/move", move, "secret-token")
+        assert status == 200, entry
+        assert not (data / "Training_Set" / "a" / "b_filed_as_a.png").exists()
+        assert (data / "Training_Set" / "b" / "b_filed_as_a.png").is_file()
+        status, aside = post_json(server.url + "/api/move", {"path": "Training_Set/a/copy_of_img_1.png",
+                                                             "to": "_set_aside"}, "secret-token")  # fmt: skip
+        assert status == 200 and (data / "_set_aside" / "Training_Set" / "a" / "copy_of_img_1.png").is_file()
+        assert post_json(server.url + "/api/undo", {"index": entry["index"]}, "secret-token")[0] == 200
+        assert (data / "Training_Set" / "a" / "b_filed_as_a.png").is_file()
+        assert not (data / "Training_Set" / "b" / "b_filed_as_a.png").exists()
+        assert post_json(server.url + "/api/undo", {"index": entry["index"]}, "secret-token")[0] == 400  # twice
+        assert post_json(server.url + "/api/undo", {"index": aside["index"]}, "secret-token")[0] == 200
+        assert (data / "Training_Set" / "a" / "copy_of_img_1.png").is_file()
+        refused = [
+            {"path": "../outside.png", "to": "b"},
+            {"path": str(outside), "to": "b"},
+            {"path": "Training_Set/a/link_out.png", "to": "b"},
+            {"path": "Training_Set/a/img_1.png", "to": "../../escaped"},
+            {"path": "Training_Set/a/img_1.png", "to": "a"},
+            {"path": "Training_Set/../../models/model.h5", "to": "b"},
+            {"path": ["not", "a", "path"], "to": "b"},
+        ]
+        for payload in refused:
+            status, answer = post_json(server.url + "/api/move", payload, "secret-token")
+            assert status == 400 and answer["error"], (payload, answer)
+        status, _, _ = request(server.url + "/api/image?path=..%2F..%2Fetc%2Fpasswd")
+        assert status == 400
+        status, headers, thumbnail = request(server.url + "/api/image?path=Training_Set%2Fb%2Fimg_1.png")
+        assert status == 200 and headers["Content-Type"] == "image/png" and thumbnail.startswith(b"\x89PNG")
+        log = [json.loads(line) for line in (data / "review_log.jsonl").read_text().splitlines()]
+        assert [entry["action"] for entry in log] == ["move", "move", "undo", "undo"]
+        assert outside.is_file() and (data / "Training_Set" / "a" / "link_out.png").is_symlink()
+    finally:
+        server.stop()
+        (data / "Training_Set" / "a" / "link_out.png").unlink()
+    assert _tree_digest(models) == before  # the server never writes the model folder
+
+
+def test_another_host_warns_and_makes_up_a_token(trained, tmp_path):
+    server = Server("--model-dir", trained / "models", cwd=tmp_path, host="127.0.0.2")  # loopback, but not the default
+    try:
+        status, answer = post_json(server.url + "/api/move", {"path": "Training_Set/a/img_1.png", "to": "b"})
+        assert status == 403 and "token" in answer["error"]
+    finally:
+        output = server.stop()
+    assert "warning: --host 127.0.0.2 lets other machines reach this app" in output
+    assert (trained / "Dataset" / "Training_Set" / "a" / "img_1.png").is_file()
