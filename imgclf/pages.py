@@ -14,12 +14,12 @@ h1 { font-size: 1.5em; } nav a { margin-right: 1em; }
 #drop { border: 2px dashed #888; border-radius: 8px; padding: 2em; text-align: center; background: #fafafa; }
 #drop.over { background: #e8f0fe; border-color: #36c; }
 .cards { display: flex; flex-wrap: wrap; gap: 1em; margin-top: 1em; }
-.card { border: 1px solid #ddd; border-radius: 8px; padding: .8em; width: 250px; }
+.card { border: 1px solid #ddd; border-radius: 8px; padding: .8em; width: 300px; }
 .card img { width: 100%; border-radius: 4px; }
 .label { font-size: 1.3em; font-weight: 600; } .error { color: #b00; }
 .bar { background: #36c; height: .6em; border-radius: 3px; }
 table { border-collapse: collapse; width: 100%; } td { padding: .1em .3em; vertical-align: middle; }
-.pair { display: flex; gap: .5em; } .pair > div { width: 50%; }
+.pair { display: flex; gap: .5em; } .pair > div, .pair > img { width: 50%; min-width: 0; }
 button { margin: .2em .2em 0 0; } code { background: #f3f3f3; padding: .1em .3em; }
 """
 
@@ -44,8 +44,8 @@ async function answer(response) {{
 async function label(file) {{
   const card = document.createElement("div");
   card.className = "card result";
-  card.innerHTML = '<img class="picture" alt=""><div class="label">…</div><table class="probabilities"></table>' +
-    '<img class="overlay" alt="Grad-CAM" hidden><div class="error"></div>';
+  card.innerHTML = '<div class="pair"><img class="picture" alt=""><img class="overlay" alt="Grad-CAM" hidden>' +
+    '</div><div class="label">…</div><table class="probabilities"></table><div class="error"></div>';
   card.querySelector(".picture").src = URL.createObjectURL(file);
   results.prepend(card);
   const send = (path) => fetch(path, {{method: "POST", body: file,

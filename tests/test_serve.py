@@ -3,6 +3,7 @@ concurrent pictures are labeled together, every bad request gets its status and 
 server goes on, and the review moves files inside the data folder only, each move undoable, never touching the
 model folder. The pages are driven in headless Chromium (Selenium and Debian's chromedriver)."""
 
+import base64
 import concurrent.futures
 import csv
 import hashlib
@@ -257,3 +258,90 @@ def test_another_host_warns_and_makes_up_a_token(trained, tmp_path):
         output = server.stop()
     assert "warning: --host 127.0.0.2 lets other machines reach this app" in output
     assert (trained / "Dataset" / "Training_Set" / "a" / "img_1.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by Selenium through Debian's chromedriver (no download)."""
+    from selenium import webdriver
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver):
+        missing = "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+        pytest.fail(missing + ": .ci/run installs them") if os.environ.get("CI") else pytest.skip(missing)
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,640"):
+        options.add_argument(argument)
+    session = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+    yield session
+    session.quit()
+
+
+def _wait(condition, seconds=90):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError("the page did not get there in time")
+
+
+def _screenshot(browser, name):
+    """The README's pictures of the app: written where $SCREENSHOTS says (docs/ when they are made again)."""
+    if os.environ.get("SCREENSHOTS"):
+        browser.save_screenshot(os.path.join(os.environ["SCREENSHOTS"], name))
+
+
+DROP = """
+const [name, data] = arguments;
+const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+const transfer = new DataTransfer();
+transfer.items.add(new File([bytes], name, {type: "image/png"}));
+document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true}));
+"""
+
+
+def test_the_page_labels_a_picked_and_a_dropped_picture_with_its_grad_cam(trained, server, browser):
+    from selenium.webdriver.common.by import By
+
+    picked = trained / "Dataset" / "Validation_Set" / "a" / "img_2.jpg"
+    dropped = trained / "Dataset" / "Validation_Set" / "b" / "img_3.png"
+    expected = {path.name: json.loads(request(server.url + "/api/predict", path.read_bytes())[2]) for path in
+                (picked, dropped)}  # fmt: skip
+    browser.get(server.url + "/")
+    browser.find_element(By.ID, "pick").send_keys(str(picked))
+    browser.execute_script(DROP, dropped.name, base64.b64encode(dropped.read_bytes()).decode())
+
+    def labeled():
+        cards = browser.find_elements(By.CSS_SELECTOR, ".result")
+        drawn = "return [...document.querySelectorAll('.overlay')].filter(i => !i.hidden && i.naturalWidth).length"
+        if len(cards) == 2 and browser.execute_script(drawn) == 2:
+            return [card.find_element(By.CSS_SELECTOR, ".label").text for card in cards]
+        return None
+
+    labels = _wait(labeled)
+    assert labels[0].split()[0] == expected[dropped.name]["label"]  # the newest first
+    assert labels[1].split()[0] == expected[picked.name]["label"]
+    assert f"{100 * expected[picked.name]['confidence']:.1f}%" in labels[1]
+    assert not [card.text for card in browser.find_elements(By.CSS_SELECTOR, ".error") if card.text]
+    _screenshot(browser, "app.png")
+
+
+def test_the_review_page_moves_a_suspect_and_undoes_it(trained, server, browser):
+    from selenium.webdriver.common.by import By
+
+    data = trained / "Dataset" / "Training_Set"
+    browser.get(server.url + "/review")
+    suspect = '.suspect[data-path="Training_Set/b/a_filed_as_b.png"]'
+    card = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, suspect))
+    _screenshot(browser, "review.png")
+    card[0].find_element(By.CSS_SELECTOR, "button.move[data-to='a']").click()
+    _wait(lambda: (data / "a" / "a_filed_as_b.png").is_file())
+    assert not (data / "b" / "a_filed_as_b.png").exists()
+    undo = _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "button.undo"))
+    undo[0].click()
+    _wait(lambda: (data / "b" / "a_filed_as_b.png").is_file())
+    assert not (data / "a" / "a_filed_as_b.png").exists()
+    _wait(lambda: not browser.find_elements(By.CSS_SELECTOR, "button.undo"))  # the page shows it undone
