@@ -14,10 +14,8 @@ A mistake the scripts answer with one line and exit status 2 raises `imgclf.Usag
 
 import dataclasses
 import difflib
-import importlib.util
 import io
 import os
-import sys
 
 import numpy as np
 from PIL import Image
@@ -27,19 +25,10 @@ from imgclf import images as image_io
 from imgclf.cli import UsageError
 
 BATCH_SIZE = 32
-
-
-def settings():
-    """config.py, where every default lives, beside this package (in the repository and once installed): loaded by
-    its path, so that a notebook's own config.py is never taken for it."""
-    name = "imgclf_config"
-    if name not in sys.modules:
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config.py")
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # before it runs: its dataclasses look their module up
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+# predict.py's flags that say how to load and read a model (the others say what to label, and where to write)
+LOAD_FLAGS = (
+    "threshold", "classes", "weights", "resize", "rescale", "ignore_checksum", "unsafe_load", "mixed_precision"
+)  # fmt: skip
 
 
 def make_config(config_class, **values):
@@ -56,7 +45,7 @@ def make_config(config_class, **values):
 def train(data_dir="Dataset", **flags):
     """Trains on `data_dir` as `python train_cnn.py --data-dir DATA_DIR` does, with `flags` for the other flags
     (`model_dir="models"`, `time_budget=10`, `recipe="auto"`, ...); returns the trained `Classifier`."""
-    config = make_config(settings().TrainConfig, data_dir=os.fspath(data_dir), **flags)
+    config = make_config(cli.settings().TrainConfig, data_dir=os.fspath(data_dir), **flags)
     cli.quiet_tensorflow()
     from imgclf import training
 
@@ -66,10 +55,12 @@ def train(data_dir="Dataset", **flags):
 
 def load(path="models", runtime="auto", **flags):
     """The model in `path` (a folder written by training, or a model file) on `runtime` (auto: the fastest here, as
-    predict.py chooses), ready to label; `flags`: predict.py's other model flags (`classes`, `ignore_checksum`)."""
+    predict.py chooses), ready to label; `flags`: predict.py's flags about the model (LOAD_FLAGS)."""
+    for name in set(flags) - set(LOAD_FLAGS):
+        raise UsageError(f"{name}: not a setting of a loaded model; those are {', '.join(LOAD_FLAGS)}.")
     path = os.fspath(path)
     where = {"model_dir": path} if os.path.isdir(path) else {"model": path}
-    return Classifier(make_config(settings().PredictConfig, runtime=runtime, **where, **flags))
+    return Classifier(make_config(cli.settings().PredictConfig, runtime=runtime, **where, **flags))
 
 
 class Classifier:
@@ -79,8 +70,7 @@ class Classifier:
         self.config = config
         self.run, self.metadata, self._model = loading.runner(config, write_exports)
         self.class_names = list(self.metadata["class_names"])
-        saved = self.metadata.get("threshold")
-        self.threshold = outputs.DEFAULT_THRESHOLD if saved is None else saved
+        self.threshold = loading.threshold(config, self.metadata)
         self._gradcam = None  # made on the first explain
 
     def __repr__(self):

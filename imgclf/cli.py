@@ -6,6 +6,7 @@ lost another worker (resumable); 130 interrupted.
 """
 
 import contextlib
+import importlib.util
 import os
 import sys
 
@@ -16,6 +17,19 @@ class UsageError(Exception):
 
 class WorkerLost(Exception):
     """Multi-worker training stopped because another worker went away; exit status 3 (resume with --resume)."""
+
+
+def settings():
+    """config.py, where every default lives, beside this package (in the repository and once installed): loaded by
+    its path, so that a notebook's own config.py is never taken for it."""
+    name = "imgclf_config"
+    if name not in sys.modules:
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before it runs: its dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def quiet_tensorflow():

@@ -1,7 +1,7 @@
 """The two commands, `train_cnn.py` (`imgclf-train` once installed) and `predict.py` (`imgclf-predict`): their help
 and exit statuses, flags parsed into config.py's settings, then the library (`training.train`, `labeling.predict`)."""
 
-from imgclf import api, cli
+from imgclf import cli
 
 TRAIN_HELP = """Train an image classifier on Dataset/Training_Set/<class>/ (see README.md).
 
@@ -48,7 +48,7 @@ def train_cnn(argv=None):
     """`python train_cnn.py`: exits with the status TRAIN_HELP lists."""
 
     def main():
-        settings = api.settings().parse(api.settings().TrainConfig, TRAIN_HELP, argv)
+        settings = cli.settings().parse(cli.settings().TrainConfig, TRAIN_HELP, argv)
         cli.quiet_tensorflow()
         from imgclf import training
 
@@ -61,7 +61,11 @@ def predict(argv=None):
     """`python predict.py`: exits with the status PREDICT_HELP lists."""
 
     def main():
-        settings = api.settings().parse(api.settings().PredictConfig, PREDICT_HELP, argv)
+        settings = cli.settings().parse(cli.settings().PredictConfig, PREDICT_HELP, argv)
+        if settings.serve:
+            from imgclf import serve
+
+            return serve.serve(settings)
         from imgclf import labeling
 
         return labeling.predict(settings)

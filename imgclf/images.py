@@ -16,7 +16,12 @@ MAX_PIXELS = 150_000_000
 
 
 class ImageError(Exception):
-    """A file that cannot be used as an image; the message says why."""
+    """A file that cannot be used as an image; the message says why, `kind` in a word: "missing", "not an image",
+    "too large" (a decompression bomb) or "damaged"."""
+
+    def __init__(self, message, kind="damaged"):
+        super().__init__(message)
+        self.kind = kind
 
 
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
@@ -79,9 +84,7 @@ def prepare(image, size, resize="bilinear", grayscale=False):
     """
     with _reasons(), warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise ImageError(f"refused as a decompression bomb: declares {width}x{height} pixels, over {MAX_PIXELS}")
+        _check_pixels(image)
         image.draft("RGB", (size, size))
         image = ImageOps.exif_transpose(image)
         image = _to_rgb(image)
@@ -91,17 +94,38 @@ def prepare(image, size, resize="bilinear", grayscale=False):
         return np.asarray(image, dtype=np.uint8)
 
 
+def thumbnail(path, size):
+    """`path` upright in RGB, at most `size` px on its longer side (its proportions kept), for showing it: a PIL
+    image. Raises ImageError as `load_image` does."""
+    with _reasons(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            _check_pixels(image)
+            image.draft("RGB", (size, size))
+            image = _to_rgb(ImageOps.exif_transpose(image))
+            image.thumbnail((size, size))
+            return image
+
+
+def _check_pixels(image):
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"refused as a decompression bomb: declares {width}x{height} pixels, over {MAX_PIXELS}", "too large"
+        )
+
+
 @contextlib.contextmanager
 def _reasons():
     """Pillow's and the file system's errors as an ImageError saying why, in a line."""
     try:
         yield
     except FileNotFoundError:
-        raise ImageError("file not found (a dangling link?)") from None
+        raise ImageError("file not found (a dangling link?)", "missing") from None
     except Image.UnidentifiedImageError:
-        raise ImageError("not an image file Pillow can read") from None
+        raise ImageError("not an image file Pillow can read", "not an image") from None
     except Image.DecompressionBombError as error:
-        raise ImageError(f"refused as a decompression bomb: {error}") from None
+        raise ImageError(f"refused as a decompression bomb: {error}", "too large") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         raise ImageError(f"damaged or unreadable image: {error}") from None
 

@@ -47,10 +47,6 @@ def predict(config):
     started = time.time()
     if config.convert or config.export:
         return _convert_or_export(config)
-    if config.serve:
-        from imgclf import serve
-
-        return serve.serve(config)
     run, metadata, model = loading.runner(config)
     if config.explain and model is None:
         raise UsageError(
@@ -99,7 +95,7 @@ def predict(config):
             "label)."
         )
     if true_labels is not None:
-        threshold = _threshold(config, metadata)
+        threshold = loading.threshold(config, metadata)
         if model is None and not runtimes.is_exported(loading.model_path(config)):  # its Grad-CAM of the top losses
             model = loading.load_for_prediction(config)[0]
         _evaluation_report(paths, np.array(true_labels), np.array(chosen_labels), metadata, config, threshold, model)
@@ -162,19 +158,11 @@ class _Explanations:
                 gradcam.save_overlay(gradcam.overlay(shown, heatmap), caption, temporary)
 
 
-def _threshold(config, metadata):
-    """--threshold, else the one saved with the model (chosen on its validation images), else 0.5."""
-    if config.threshold is not None:
-        return config.threshold
-    saved = metadata.get("threshold")
-    return outputs.DEFAULT_THRESHOLD if saved is None else saved
-
-
 def _label(run, paths, metadata, config, done, explanations=None):
     """Labels `paths` batch by batch, appending rows to config.output and each label to `done`
     (and with `explanations`, writing each labeled image's Grad-CAM); returns how many files could not be read."""
     class_names = metadata["class_names"]
-    threshold = _threshold(config, metadata)
+    threshold = loading.threshold(config, metadata)
     # On a terminal a progress bar stands in for the per-file lines; elsewhere (logs, pipes) one line per file.
     progress = Progress(len(paths), "files")
     errors, start = 0, 0

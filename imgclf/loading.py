@@ -3,7 +3,7 @@ exported .onnx/.tflite), its metadata checked against it, and the runtime it run
 
 import os
 
-from imgclf import artifacts, cli, export, runtimes
+from imgclf import artifacts, cli, export, outputs, runtimes
 from imgclf.cli import UsageError
 
 
@@ -84,6 +84,14 @@ def runner(config, write_exports=True):
 
     print(f"Runtime: keras ({why}).")
     return runtimes.keras_model.runner(devices.inference_model(model, config.mixed_precision)), metadata, model
+
+
+def threshold(config, metadata):
+    """--threshold, else the one saved with the model (chosen on its validation images), else 0.5."""
+    if config.threshold is not None:
+        return config.threshold
+    saved = metadata.get("threshold")
+    return outputs.DEFAULT_THRESHOLD if saved is None else saved
 
 
 def _keras_needed(config, model_file):

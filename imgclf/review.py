@@ -11,23 +11,32 @@ import os
 import shlex
 import threading
 
+from imgclf import cli
 from imgclf.cli import UsageError
 
 SET_ASIDE = "_set_aside"  # inside the data folder: files taken out of training, never deleted
 LOG_FILE = "review_log.jsonl"  # inside the data folder: one JSON line per move and per undo
+# training settings that the retrain command does not repeat: where it runs, and what --resume and the folders say
+RETRAIN_LEAVES = {"data_dir", "model_dir", "resume", "strategy", "workers", "worker_index"}
 
 
 class Refused(UsageError):
     """A move that would touch something outside the data folder, or that the folder's state does not allow."""
 
 
-class Review:
-    """The suspects and duplicates of `model_dir`, whose images are in `data_dir`."""
+def trained_on(metadata):
+    """The data folder a model was trained on, as its metadata.json says (absolute since the review page came)."""
+    return metadata.get("data_dir") or metadata.get("config", {}).get("data_dir")
 
-    def __init__(self, model_dir, data_dir):
-        self.model_dir, self.data_dir = model_dir, os.path.realpath(data_dir)
+
+class Review:
+    """The suspects and duplicates of `model_dir` (whose metadata is `metadata`), their images in `data_dir`."""
+
+    def __init__(self, model_dir, data_dir, metadata):
+        self.model_dir, self.data_dir = os.path.realpath(model_dir), os.path.realpath(data_dir)
         if not os.path.isdir(self.data_dir):
             raise UsageError(f"--data-dir {data_dir}: folder not found (the review moves files inside it).")
+        self.settings = metadata.get("config", {})  # training's, which wrote the flagged paths as it was given them
         self.log_file = os.path.join(self.data_dir, LOG_FILE)
         self._lock = threading.Lock()  # one move at a time: the log's order is the moves' order
 
@@ -52,16 +61,22 @@ class Review:
         }
 
     def retrain_command(self):
-        """The command that trains again on the fixed data folder, into the same model folder."""
-        folders = f"--data-dir {shlex.quote(self.data_dir)} --model-dir {shlex.quote(self.model_dir)}"
-        return f"python train_cnn.py {folders}"
+        """The command that trains again on the fixed data folder, into the same model folder, with the settings of
+        the training that made it where they were not the defaults."""
+        defaults = cli.settings().TrainConfig()
+        flags = ["--data-dir", self.data_dir, "--model-dir", self.model_dir]
+        for name, value in self.settings.items():
+            if name in RETRAIN_LEAVES or value in (None, False) or value == getattr(defaults, name, value):
+                continue
+            flags += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
+        return "python train_cnn.py " + " ".join(shlex.quote(flag) for flag in flags)
 
     def classes(self):
         """{split folder: its class folders}: where a file can be moved."""
         found = {}
         for split in sorted(os.listdir(self.data_dir)):
             folder = os.path.join(self.data_dir, split)
-            if os.path.isdir(folder) and not split.startswith((".", "_")):
+            if os.path.isdir(folder) and not split.startswith((".", "_")) and not self._holds_model(folder):
                 found[split] = sorted(
                     name
                     for name in os.listdir(folder)
@@ -80,6 +95,8 @@ class Review:
             raise Refused(f"{relative}: outside the data folder; only its files can be moved.")
         if os.path.islink(joined):
             raise Refused(f"{relative}: a link; only the data folder's own files can be moved.")
+        if self._holds_model(real):
+            raise Refused(f"{relative}: in the model folder, which the review never touches.")
         if not os.path.isfile(real):
             raise Refused(f"{relative}: no such file in the data folder (moved or removed already?).")
         return real
@@ -107,42 +124,68 @@ class Review:
         """Moves the file of the log's entry `index` back where it was (and logs that too); returns the new entry."""
         with self._lock:
             log = self.log()
-            if not isinstance(index, int) or not 0 <= index < len(log) or log[index]["action"] != "move":
+            moves = {entry["index"]: entry for entry in log if entry["action"] == "move"}
+            if type(index) is not int or index not in moves:
                 raise Refused(f"undo: no move numbered {index!r} in {LOG_FILE}.")
             if any(entry.get("undoes") == index for entry in log):
                 raise Refused(f"undo: move {index} was undone already.")
-            move = log[index]
+            move = moves[index]
             source, target = self.path_of(move["to"]), os.path.join(self.data_dir, move["from"])
             entry = {"action": "undo", "undoes": index, "from": move["to"], "to": move["from"]}
             return self._do(source, target, entry)
 
     def log(self):
-        """The actions so far, each with its number (`index`)."""
+        """The actions so far, each with its number (`index`: its line in the log); a line that is not an action
+        (edited by hand, cut short) is left out."""
         if not os.path.isfile(self.log_file):
             return []
+        entries = []
         with open(self.log_file, encoding="utf-8") as handle:
-            return [{**json.loads(line), "index": n} for n, line in enumerate(handle) if line.strip()]
+            for n, line in enumerate(handle):
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and {"action", "from", "to"} <= set(entry):
+                    entries.append({**entry, "index": n})
+        return entries
 
     def _do(self, source, target, entry):
         real_parent = os.path.realpath(os.path.dirname(target))
         if os.path.commonpath([real_parent, self.data_dir]) != self.data_dir:
             raise Refused(f"{entry['to']}: outside the data folder.")
+        taken = Refused(f"{entry['to']}: a file of that name is there already; nothing was moved.")
         if os.path.lexists(target):
-            raise Refused(f"{entry['to']}: a file of that name is there already; nothing was moved.")
+            raise taken
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.rename(source, target)  # within one folder tree: atomic, nothing copied, nothing lost
+        try:  # a link, then the old name removed: never over a file that came meanwhile
+            os.link(source, target)
+        except FileExistsError:
+            raise taken from None
+        except OSError:  # a file system without hard links: a rename, within one folder tree
+            os.rename(source, target)
+        else:
+            os.unlink(source)
         entry = {**entry, "time": datetime.datetime.now().isoformat(timespec="seconds")}
         with open(self.log_file, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        return {**entry, "index": len(self.log()) - 1}
+        return {**entry, "index": self.log()[-1]["index"]}
+
+    def _holds_model(self, path):
+        return os.path.commonpath([os.path.realpath(path), self.model_dir]) == self.model_dir
 
     def _relative(self, path):
         return os.path.relpath(path, self.data_dir).replace(os.sep, "/")
 
     def _where(self, path):
-        """A flagged file's place: its path relative to the data folder, its split and class, whether it is there."""
+        """A flagged file's place: its path relative to the data folder, its split and class, whether it is there.
+        A relative path is as training was given it: below its --data-dir, wherever this server started."""
+        trained_as = self.settings.get("data_dir")
+        if not os.path.isabs(path) and trained_as:
+            below = os.path.relpath(os.path.normpath(path), os.path.normpath(trained_as))
+            path = path if below.startswith("..") else os.path.join(self.data_dir, below)
         real = os.path.realpath(path)
         if os.path.commonpath([real, self.data_dir]) != self.data_dir:
             return {"relative": None, "exists": False}

@@ -192,6 +192,7 @@ def _train(config, strategy, split, started, made_model_dir):
         "threshold_chosen_by": how or None,
         "class_weights": None if class_weights is None else dict(zip(split.class_names, class_weights.tolist())),
         "config": dataclasses.asdict(config),
+        "data_dir": os.path.abspath(config.data_dir),  # where the review page (predict.py --serve) finds the files
         "validation": {**figures["validation"], "loss": float(min(history["val_loss"]))},
         **({"test": figures["test"]} if "test" in figures else {}),
         "training": {

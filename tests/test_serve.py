@@ -39,9 +39,9 @@ def trained(tmp_path_factory):
     for name, (folder, true_class) in MISLABELED.items():
         class_image("ab".index(true_class), 900, 64).save(data / "Training_Set" / folder / name)
     shutil.copy(data / "Training_Set" / "a" / "img_1.png", data / "Training_Set" / "a" / "copy_of_img_1.png")
-    result = run_script(
-        "train_cnn.py", "--data-dir", data, "--model-dir", root / "models", "--image-size", "64", "--recipe", "features"
-    )
+    # Relative folders, as a user types them: the review finds the flagged files from wherever the server starts.
+    flags = ["--data-dir", "Dataset", "--model-dir", "models", "--image-size", "64", "--recipe", "features"]
+    result = run_script("train_cnn.py", *flags, cwd=root)
     assert result.returncode == 0, result.stderr
     return root
 
@@ -93,7 +93,7 @@ def post_json(url, payload, token=None):
 
 @pytest.fixture(scope="module")
 def server(trained):
-    running = Server("--model-dir", trained / "models", "--max-upload-mb", "0.5", cwd=trained)
+    running = Server("--model-dir", trained / "models", "--max-upload-mb", "0.5", cwd=trained.parent)
     yield running
     running.stop()
 
@@ -158,7 +158,7 @@ def _bomb_png():
 def test_bad_requests_get_a_status_and_a_one_line_error_and_the_server_goes_on(trained, server):
     picture = (trained / "Dataset" / "Validation_Set" / "b" / "img_1.png").read_bytes()
     cases = [
-        (b"\0" * 600_000, 413, "over the 0.5 MB limit"),
+        (b"\0" * 600_000, 413, "at most 0.5 MB, --max-upload-mb) is over the limit"),
         (b"this is not a picture", 415, "not an image file"),
         (_bomb_png(), 400, "decompression bomb"),
         (picture[: len(picture) // 2], 400, "damaged"),
@@ -177,8 +177,11 @@ def test_bad_requests_get_a_status_and_a_one_line_error_and_the_server_goes_on(t
     chunked.request("POST", "/api/predict", body=iter([picture]), encode_chunked=True)
     response = chunked.getresponse()
     assert response.status == 411 and "Content-Length" in json.loads(response.read())["error"]
-    assert request(server.url + "/api/nothing-here")[0] == 404
-    assert request(server.url + "/api/predict")[0] == 405
+    for path, method, status in (("/api/nothing-here", "GET", 404), ("/api/predict", "GET", 405)):
+        got, headers, answer = request(server.url + path, method=method)
+        assert (got, headers["Content-Type"]) == (status, "application/json") and json.loads(answer)["error"]
+    status, _, answer = request(server.url + "/api/move", b'{"path": "x", "to": "b"}', {"Content-Type": "text/plain"})
+    assert status == 415 and "application/json" in json.loads(answer)["error"]  # what another site's form could send
     assert request(server.url + "/api/predict", picture)[0] == 200  # still serving
     assert server.process.poll() is None
 
@@ -201,7 +204,7 @@ def test_review_moves_files_inside_the_data_folder_only_and_undoes_them(trained,
     server = Server("--model-dir", models, "--token", "secret-token", cwd=tmp_path)
     try:
         status, items = 0, {}
-        status, _, body = request(server.url + "/api/review")
+        status, _, body = request(server.url + "/api/review", headers={"X-Token": "secret-token"})
         items = json.loads(body)
         assert status == 200 and items["data_dir"] == str(data.resolve())
         flagged = {row["relative"]: row for row in items["suspects"]}
@@ -211,6 +214,8 @@ def test_review_moves_files_inside_the_data_folder_only_and_undoes_them(trained,
                    for row in items["duplicates"])  # fmt: skip
         move = {"path": "Training_Set/a/b_filed_as_a.png", "to": "b"}
         assert post_json(server.url + "/api/move", move)[0] == 403  # no token
+        assert post_json(server.url + "/api/move", move, "sécret")[0] == 403
+        assert request(server.url + "/api/image?path=Training_Set%2Fb%2Fimg_1.png")[0] == 403
         status, entry = post_json(server.url + "/api/move", move, "secret-token")
         assert status == 200, entry
         assert not (data / "Training_Set" / "a" / "b_filed_as_a.png").exists()
@@ -236,9 +241,10 @@ def test_review_moves_files_inside_the_data_folder_only_and_undoes_them(trained,
         for payload in refused:
             status, answer = post_json(server.url + "/api/move", payload, "secret-token")
             assert status == 400 and answer["error"], (payload, answer)
-        status, _, _ = request(server.url + "/api/image?path=..%2F..%2Fetc%2Fpasswd")
+        token = {"X-Token": "secret-token"}
+        status, _, _ = request(server.url + "/api/image?path=..%2F..%2Fetc%2Fpasswd", headers=token)
         assert status == 400
-        status, headers, thumbnail = request(server.url + "/api/image?path=Training_Set%2Fb%2Fimg_1.png")
+        status, headers, thumbnail = request(server.url + "/api/image?path=Training_Set%2Fb%2Fimg_1.png", headers=token)
         assert status == 200 and headers["Content-Type"] == "image/png" and thumbnail.startswith(b"\x89PNG")
         log = [json.loads(line) for line in (data / "review_log.jsonl").read_text().splitlines()]
         assert [entry["action"] for entry in log] == ["move", "move", "undo", "undo"]
@@ -247,6 +253,24 @@ def test_review_moves_files_inside_the_data_folder_only_and_undoes_them(trained,
         server.stop()
         (data / "Training_Set" / "a" / "link_out.png").unlink()
     assert _tree_digest(models) == before  # the server never writes the model folder
+
+
+def test_the_review_never_touches_a_model_folder_inside_the_data_folder(trained):
+    from imgclf import review
+
+    data = trained / "Dataset"
+    inside = data / "models"
+    shutil.copytree(trained / "models", inside)
+    try:
+        checker = review.Review(inside, data, json.loads((inside / "metadata.json").read_text()))
+        assert "models" not in checker.classes() and "Training_Set" in checker.classes()
+        with pytest.raises(review.Refused, match="in the model folder"):
+            checker.move("models/model.h5", review.SET_ASIDE)
+        command = checker.retrain_command()
+        assert command.startswith(f"python train_cnn.py --data-dir {data.resolve()} --model-dir {inside.resolve()}")
+        assert "--image-size 64" in command and "--recipe features" in command and "--resume" not in command
+    finally:
+        shutil.rmtree(inside)
 
 
 def test_another_host_warns_and_makes_up_a_token(trained, tmp_path):
