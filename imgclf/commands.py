@@ -35,9 +35,10 @@ files written:
   models/model.onnx, model.tflite, model_int8.tflite, saved_model/    with --export (listed in metadata.json)
   models/model.onnx   once, when the model folder lacks it (trained before training wrote it) or it changed:
                       what labels on CPUs (--runtime auto); model.tflite the same for --runtime litert
+  <data folder>/_set_aside/, review_log.jsonl    with --serve: the review page's moves (never the model folder)
 
 exit status:
-  0    every file labeled
+  0    every file labeled; --serve: stopped with Ctrl-C
   1    some files could not be read (each has its reason in the error column); the rest are labeled
   2    usage error: a bad flag value, a missing path, an invalid or changed model file
   130  interrupted (Ctrl-C): the rows labeled so far are in the CSV; --resume labels the rest
