@@ -283,10 +283,14 @@ class PredictConfig(_Checked):
         "start the local app instead of labeling: a page to try pictures, a review page for the data that training "
         "flagged, and POST /api/predict; Ctrl-C stops it",
     )
-    host: str = setting("127.0.0.1", "--serve: the address to listen on (another than this machine's needs a token)")
+    host: str = setting(
+        "127.0.0.1", "--serve: the address to listen on (any other than 127.0.0.1, localhost or ::1 needs the token)"
+    )
     port: int = setting(8000, "--serve: the port to listen on", low=1, high=65535)
     token: str = setting(
-        "", "--serve: the token that requests moving files must carry", shown="none on 127.0.0.1, else a random one"
+        "",
+        "--serve: the token (an X-Token header) that every request reading or moving the data folder must carry",
+        shown="none on 127.0.0.1, else a random one",
     )
     data_dir: str = setting(
         "", "--serve: the data folder the review page fixes", shown="the one the model was trained on"

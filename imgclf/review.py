@@ -82,7 +82,7 @@ class Review:
                     for name in os.listdir(folder)
                     if os.path.isdir(os.path.join(folder, name)) and not name.startswith((".", "_"))
                 )
-        return found
+        return {split: names for split, names in found.items() if names}  # Predict/ holds pictures, not classes
 
     def path_of(self, relative):
         """The real path of `relative` (a file inside the data folder), or Refused: outside it (`..`, an absolute
@@ -116,7 +116,8 @@ class Review:
                 target = os.path.join(self.data_dir, split, to, *rest)
             else:
                 choices = [name for name in self.classes().get(split, []) if name != current] + [SET_ASIDE]
-                raise Refused(f"to: {to!r} is not a class folder of {split} to move {relative} to; one of {choices}.")
+                what = f"{to!r} is not a class folder of {split}" if isinstance(to, str) else "a folder name is needed"
+                raise Refused(f"to: {what} to move {relative} to; one of {choices}.")
             entry = {"action": "move", "from": self._relative(source), "to": self._relative(target)}
             return self._do(source, target, entry)
 
@@ -126,13 +127,19 @@ class Review:
             log = self.log()
             moves = {entry["index"]: entry for entry in log if entry["action"] == "move"}
             if type(index) is not int or index not in moves:
-                raise Refused(f"undo: no move numbered {index!r} in {LOG_FILE}.")
+                raise Refused(f"undo: no move numbered {index!r} in {LOG_FILE} (index: the number of a move there).")
             if any(entry.get("undoes") == index for entry in log):
                 raise Refused(f"undo: move {index} was undone already.")
             move = moves[index]
             source, target = self.path_of(move["to"]), os.path.join(self.data_dir, move["from"])
             entry = {"action": "undo", "undoes": index, "from": move["to"], "to": move["from"]}
-            return self._do(source, target, entry)
+            done = self._do(source, target, entry)
+            aside = os.path.join(self.data_dir, SET_ASIDE)
+            folder = os.path.dirname(source)
+            while folder.startswith(aside + os.sep) and not os.listdir(folder):  # no empty folders left set aside
+                os.rmdir(folder)
+                folder = os.path.dirname(folder)
+            return done
 
     def log(self):
         """The actions so far, each with its number (`index`: its line in the log); a line that is not an action

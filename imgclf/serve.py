@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import secrets
+import socket
 import sys
 
 import numpy as np
@@ -88,7 +89,6 @@ def build_app(config, classifier, data_dir=None, token=None, trusted_hosts=None)
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.responses import HTMLResponse
     from starlette.routing import Route
 
@@ -114,7 +114,7 @@ def build_app(config, classifier, data_dir=None, token=None, trusted_hosts=None)
         Route("/api/move", _guarded(move), methods=["POST"]),
         Route("/api/undo", _guarded(undo), methods=["POST"]),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts)] if trusted_hosts else []
+    middleware = [Middleware(_TrustedHosts, hosts=trusted_hosts)] if trusted_hosts else []
     app = Starlette(
         routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: _http_error}
     )
@@ -188,6 +188,9 @@ def serve(config):
     from imgclf import api
 
     _check_flags(config)
+    if config.data_dir and not os.path.isdir(config.data_dir):
+        raise UsageError(f"--data-dir {config.data_dir}: folder not found. Name the folder the model was trained on.")
+    listening = _listen(config)
     local = config.host in LOOPBACK
     token = config.token or (None if local else secrets.token_urlsafe(16))
     if not local:
@@ -205,12 +208,32 @@ def serve(config):
     app = build_app(config, classifier, data_dir, token, trusted)
     import uvicorn
 
-    url = f"http://{config.host if ':' not in config.host else f'[{config.host}]'}:{config.port}"
+    host = socket.gethostname() if config.host in ("0.0.0.0", "::") else config.host
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{config.port}"
     where = f"; review the data of {os.path.realpath(data_dir)} at {url}/review" if data_dir else ""
-    print(f"Serving {loading.model_path(config)} at {url}/ (POST pictures to {url}/api/predict){where}.")
+    model = os.path.dirname(os.path.abspath(loading.model_path(config)))
+    print(f"Serving the model of {model} at {url}/ (POST pictures to {url}/api/predict){where}.")
     print("Ctrl-C stops it.", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server.run(sockets=[listening])
     return 0
+
+
+def _listen(config):
+    """The socket the app answers on, bound before anything is said to be served: a port in use or a host that is
+    not an address of this machine is a usage error."""
+    try:
+        return socket.create_server((config.host, config.port), family=_family(config.host), reuse_port=False)
+    except OSError as error:
+        why = os.strerror(error.errno) if (error.errno or 0) > 0 else "not a name or address of this machine"
+        raise UsageError(
+            f"--host {config.host} --port {config.port}: cannot listen there ({why}). Choose "
+            "another --port, or a --host of this machine."
+        ) from None
+
+
+def _family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _check_flags(config):
@@ -219,6 +242,22 @@ def _check_flags(config):
         if getattr(config, name):
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"{flag} labels or writes files; --serve answers requests. Leave one of them out.")
+
+
+class _TrustedHosts:
+    """Answers only requests whose Host header names one of `hosts` (the port aside); the others get 400."""
+
+    def __init__(self, app, hosts):
+        self.app, self.hosts = app, set(hosts)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+            if name not in self.hosts:
+                error = f"Host {host!r} is not this app's name ({', '.join(sorted(self.hosts))})"
+                return await _json_response({"error": error}, 400)(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 def _guarded(endpoint):

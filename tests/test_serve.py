@@ -180,6 +180,8 @@ def test_bad_requests_get_a_status_and_a_one_line_error_and_the_server_goes_on(t
     for path, method, status in (("/api/nothing-here", "GET", 404), ("/api/predict", "GET", 405)):
         got, headers, answer = request(server.url + path, method=method)
         assert (got, headers["Content-Type"]) == (status, "application/json") and json.loads(answer)["error"]
+    status, _, answer = request(server.url + "/api/review", headers={"Host": "attacker.example"})  # DNS rebinding
+    assert status == 400 and "not this app's name" in json.loads(answer)["error"]
     status, _, answer = request(server.url + "/api/move", b'{"path": "x", "to": "b"}', {"Content-Type": "text/plain"})
     assert status == 415 and "application/json" in json.loads(answer)["error"]  # what another site's form could send
     assert request(server.url + "/api/predict", picture)[0] == 200  # still serving
@@ -253,6 +255,17 @@ def test_review_moves_files_inside_the_data_folder_only_and_undoes_them(trained,
         server.stop()
         (data / "Training_Set" / "a" / "link_out.png").unlink()
     assert _tree_digest(models) == before  # the server never writes the model folder
+
+
+def test_a_port_in_use_and_a_missing_data_folder_are_one_line_and_status_2(trained, server, tmp_path):
+    taken = run_script("predict.py", "--serve", "--port", server.port, "--model-dir", trained / "models")
+    assert taken.returncode == 2 and "Serving" not in taken.stdout
+    assert taken.stderr.strip().splitlines() == [
+        f"error: --host 127.0.0.1 --port {server.port}: cannot listen there (Address already in use). Choose "
+        "another --port, or a --host of this machine."
+    ]
+    missing = run_script("predict.py", "--serve", "--model-dir", trained / "models", "--data-dir", tmp_path / "nope")
+    assert missing.returncode == 2 and "--data-dir" in missing.stderr and "folder not found" in missing.stderr
 
 
 def test_the_review_never_touches_a_model_folder_inside_the_data_folder(trained):
