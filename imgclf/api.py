@@ -20,7 +20,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from imgclf import artifacts, cli, folders, loading, metrics, outputs, report, runtimes
+from imgclf import artifacts, cli, decoding, folders, loading, metrics, outputs, report, runtimes
 from imgclf import images as image_io
 from imgclf.cli import UsageError
 
@@ -94,19 +94,33 @@ class Classifier:
         confidence, prob_<class> for each class, error; a file that cannot be read has its reason in error)."""
         single = not isinstance(items, list | tuple)
         items = [items] if single else list(items)
-        rows = []
-        for start in range(0, len(items), batch_size):
-            rows += self._predict_batch(items[start : start + batch_size])
+        rows, start = [], 0
+        for pixels, errors in self._batches(items, batch_size):
+            rows += self._rows(items[start : start + len(errors)], pixels, errors)
+            start += len(errors)
         return rows[0] if single else rows
 
-    def _predict_batch(self, items):
-        size = self.metadata["image_size"]
-        pixels, errors = np.zeros((len(items), size, size, 3), np.uint8), [""] * len(items)
-        for i, item in enumerate(items):
-            try:
-                pixels[i] = self.pixels(item)
-            except image_io.ImageError as error:
-                errors[i] = str(error)
+    def _batches(self, items, batch_size):
+        """(pixels, errors) of each `batch_size` of `items`: files decoded ahead on every core as predict.py decodes
+        them (`decoding.batches`), other pictures one by one."""
+        size, resize = self.metadata["image_size"], self.metadata.get("resize", "bilinear")
+        if all(isinstance(item, str | os.PathLike) for item in items):
+            grayscale = self.metadata.get("color_mode") == "grayscale"
+            paths = [os.fspath(item) for item in items]
+            for batch in decoding.batches(paths, size, batch_size, resize, grayscale):
+                yield batch.images, batch.errors
+            return
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            pixels, errors = np.zeros((len(chunk), size, size, 3), np.uint8), [""] * len(chunk)
+            for i, item in enumerate(chunk):
+                try:
+                    pixels[i] = self.pixels(item)
+                except image_io.ImageError as error:
+                    errors[i] = str(error)
+            yield pixels, errors
+
+    def _rows(self, items, pixels, errors):
         probabilities = self.probabilities(pixels)
         chosen, confidence = outputs.label_rows(probabilities, self.threshold)
         rows = []
