@@ -158,9 +158,9 @@ class Review:
         return entries
 
     def _do(self, source, target, entry):
-        real_parent = os.path.realpath(os.path.dirname(target))
-        if os.path.commonpath([real_parent, self.data_dir]) != self.data_dir:
-            raise Refused(f"{entry['to']}: outside the data folder.")
+        real_parent = os.path.realpath(os.path.dirname(target))  # the log may have been edited: checked again
+        if os.path.commonpath([real_parent, self.data_dir]) != self.data_dir or self._holds_model(real_parent):
+            raise Refused(f"{entry['to']}: outside the data folder, or in the model folder.")
         taken = Refused(f"{entry['to']}: a file of that name is there already; nothing was moved.")
         if os.path.lexists(target):
             raise taken
