@@ -156,7 +156,8 @@ class TrainConfig(_Checked):
     seed: int = setting(1337, "seed for the validation split, shuffling, augmentation and initial weights", low=0)
     mixed_precision: str = setting(
         "auto",
-        "auto (bfloat16 on CPUs with AMX, float16 on GPUs with tensor cores, where each is faster), on or off",
+        "auto (float16 on GPUs with tensor cores; bfloat16 on CPUs with AMX for networks of plain convolutions, "
+        "not for the depthwise ones of EfficientNet and MobileNet, which it slows; else float32), on or off",
         choices=["auto", "on", "off"],
     )
     runtime: str = setting(
@@ -275,7 +276,8 @@ class PredictConfig(_Checked):
     )
     mixed_precision: str = setting(
         "auto",
-        "labeling arithmetic: auto (bfloat16 on CPUs with AMX, float16 on GPUs with tensor cores), on or off",
+        "labeling arithmetic in Keras: auto (float16 on GPUs with tensor cores, bfloat16 on CPUs with AMX for "
+        "networks without depthwise convolutions), on or off",
         choices=["auto", "on", "off"],
     )
     serve: bool = setting(

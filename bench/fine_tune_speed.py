@@ -35,7 +35,8 @@ def fine_tune_rate(model, images, batch_size, steps, augmentation, in_step=False
     keras.utils.set_random_seed(0)
     trainee = keras.models.clone_model(model)
     trainee.set_weights(model.get_weights())
-    fine_tune.set_backbone_trainable(trainee, True)
+    if models.backbone(trainee):  # a network trained whole (compact) has every layer trainable already
+        fine_tune.set_backbone_trainable(trainee, True)
     if in_step:
         pixels = keras.Input(model.input_shape[1:])
         trainee, augmentation = keras.Model(pixels, trainee(augmentation(pixels))), None

@@ -33,19 +33,20 @@ LOAD_FLAGS = (
 
 def make_config(config_class, **values):
     """`config_class` (TrainConfig, PredictConfig) from keywords named as the flags are (`time_budget` for
-    --time-budget), checked as the flags are."""
+    --time-budget), checked as the flags are; a path may be a pathlib.Path."""
     known = {field.name for field in dataclasses.fields(config_class)}
     for name in sorted(set(values) - known):
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"Did you mean {close[0]}?" if close else f"Settings are the flags' names with _ for -: {sorted(known)}."
         raise UsageError(f"{name}: not a setting. {hint}")
-    return config_class(**values)
+    return config_class(**{name: os.fspath(value) if isinstance(value, os.PathLike) else value
+                           for name, value in values.items()})  # fmt: skip
 
 
 def train(data_dir="Dataset", **flags):
     """Trains on `data_dir` as `python train_cnn.py --data-dir DATA_DIR` does, with `flags` for the other flags
     (`model_dir="models"`, `time_budget=10`, `recipe="auto"`, ...); returns the trained `Classifier`."""
-    config = make_config(cli.settings().TrainConfig, data_dir=os.fspath(data_dir), **flags)
+    config = make_config(cli.settings().TrainConfig, data_dir=data_dir, **flags)
     cli.quiet_tensorflow()
     from imgclf import training
 

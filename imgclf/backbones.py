@@ -244,6 +244,8 @@ APPLICATIONS = {
     "vgg16": _application(keras.applications.VGG16, preprocessing="caffe"),
 }
 PRETRAINED = (*LITES, *APPLICATIONS)
+# Built of depthwise convolutions, which bfloat16 slows even on AMX (devices.precision_choice).
+DEPTHWISE = (*LITES, "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_v2_b0")
 
 
 def build_backbone(name, input_shape, weights_file=None):

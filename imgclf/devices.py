@@ -28,11 +28,14 @@ def gpu_supports_float16(gpu):
     return tuple(capability) >= (7, 0)
 
 
-def precision_choice(setting):
-    """(Keras dtype policy, why) for `--mixed-precision` auto|on|off.
+def precision_choice(setting, depthwise=False):
+    """(Keras dtype policy, why) for `--mixed-precision` auto|on|off, for a network built of depthwise convolutions
+    (EfficientNet, MobileNet) or not.
 
-    "auto" picks reduced precision only where it is faster: float16 on GPUs with
-    tensor cores, bfloat16 on CPUs with AMX (1.8x float32, measured); else float32.
+    "auto" picks reduced precision only where it is faster: float16 on GPUs with tensor
+    cores; bfloat16 on CPUs with AMX for plain convolutions (compact 1.8-2.0x float32,
+    measured), not for depthwise ones, which it slows (EfficientNet-Lite0: its forward
+    pass 0.6-0.7x, fine-tuning 0.4x, bench/RESULTS.md section 20); else float32.
     """
     if setting == "off":
         return "float32", "--mixed-precision off"
@@ -43,14 +46,24 @@ def precision_choice(setting):
         return "float32", "this GPU has no tensor cores for float16"
     if setting == "on":
         return "mixed_bfloat16", "--mixed-precision on"
+    if cpu_has_amx() and depthwise:
+        return "float32", "this CPU has AMX, but bfloat16 runs depthwise convolutions slower"
     if cpu_has_amx():
         return "mixed_bfloat16", "this CPU has AMX, where bfloat16 is faster"
     return "float32", "no AMX on this CPU, so bfloat16 would be slower"
 
 
-def precision_policy(setting):
+def precision_policy(setting, depthwise=False):
     """The Keras dtype policy for `--mixed-precision` auto|on|off (see `precision_choice`)."""
-    return precision_choice(setting)[0]
+    return precision_choice(setting, depthwise)[0]
+
+
+def has_depthwise(model):
+    """True when `model` (or a network nested in it) has depthwise convolutions."""
+    return any(
+        isinstance(layer, keras.layers.DepthwiseConv2D) or (hasattr(layer, "layers") and has_depthwise(layer))
+        for layer in model.layers
+    )
 
 
 def with_policy(model, policy, copy=False):
@@ -84,7 +97,7 @@ def with_policy(model, policy, copy=False):
 
 def inference_model(model, setting="auto"):
     """The model that predict.py and training's final evaluation label with: reduced precision where it is fast."""
-    return with_policy(model, precision_policy(setting))
+    return with_policy(model, precision_policy(setting, has_depthwise(model)))
 
 
 def set_policy(policy):

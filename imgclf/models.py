@@ -103,6 +103,11 @@ def is_pretrained(name):
     return name in backbones.PRETRAINED
 
 
+def is_depthwise(name):
+    """True for an architecture built of depthwise convolutions (its arithmetic: `devices.precision_choice`)."""
+    return name in backbones.DEPTHWISE
+
+
 def default_epochs(name, steps_per_epoch):
     """Epochs when --epochs is not given: 14, and for a pretrained network at least HEAD_MIN_STEPS steps."""
     if name in backbones.PRETRAINED:

@@ -121,7 +121,7 @@ def _train(config, strategy, split, started, made_model_dir):
     """Decodes, runs the recipes, evaluates and reports, then commits the model and its reports to --model-dir."""
     start_checkpoints(config)  # Only once the data is known to be there: never lose a resumable run to a typo.
     num_classes = len(split.class_names)
-    policy, why = devices.precision_choice(config.mixed_precision)
+    policy, why = devices.precision_choice(config.mixed_precision, models.is_depthwise(config.arch))
     for warning in devices.unusable_gpu_warnings():
         print(warning, file=sys.stderr)
     print(f"Training on {devices.describe()}: {distribute.describe(strategy)}, {policy} arithmetic ({why}).")
@@ -142,6 +142,7 @@ def _train(config, strategy, split, started, made_model_dir):
         job, copies, copies_seconds = _prepare(config, strategy, split, class_weights, deadline, color_mode)
         split, decoded = job.split, job.decoded
         chosen, board = recipes.run(job)
+        policy = devices.precision_policy(config.mixed_precision, models.is_depthwise(chosen.arch))
         history = chosen.history
         fitting.stage_history(config, chosen.recipe)
         config = dataclasses.replace(config, arch=chosen.arch, image_size=chosen.image_size)

@@ -11,6 +11,15 @@ def test_off_is_float32_and_on_is_mixed_on_cpu():
     assert devices.precision_policy("auto") in ("float32", "mixed_bfloat16")
 
 
+def test_depthwise_networks_stay_float32_unless_asked():
+    # bfloat16 slows depthwise convolutions even on AMX: auto keeps EfficientNet-Lite in float32 on every CPU.
+    assert devices.precision_policy("auto", depthwise=True) == "float32"
+    assert devices.precision_policy("on", depthwise=True) == "mixed_bfloat16"
+    assert models.is_depthwise("efficientnet_lite0") and not models.is_depthwise("compact")
+    assert devices.has_depthwise(models.build_model("efficientnet_lite0", 32, 2, backbone_weights=None))
+    assert not devices.has_depthwise(models.build_model("compact", 32, 2))
+
+
 @pytest.mark.parametrize("num_classes", [2, 4])
 def test_mixed_precision_model_predicts_float32_and_saves_as_float32(num_classes):
     try:

@@ -106,6 +106,27 @@ def test_auto_tries_the_larger_backbone_last_and_saves_the_network_it_chose(tmp_
     assert len((tmp_path / "p.csv").read_text().splitlines()) == 1 + 6
 
 
+@pytest.mark.slow
+def test_on_a_cpu_with_amx_only_the_plain_convolutions_compute_in_bfloat16(tmp_path, monkeypatch, capsys):
+    # bfloat16 slows depthwise convolutions even on AMX (bench/RESULTS.md section 20): the EfficientNet-Lite
+    # candidates compute in float32, compact (plain convolutions) in bfloat16, on any machine that says it has AMX.
+    import imgclf
+    from imgclf import devices
+
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: True)
+    write_mirror_tree(tmp_path / "Dataset" / "Training_Set", per_class=20)
+    imgclf.train(tmp_path / "Dataset", model_dir=tmp_path / "m", image_size=32, epochs=1, recipe="auto")
+    out = capsys.readouterr().out
+    assert "float32 arithmetic (this CPU has AMX, but bfloat16 runs depthwise convolutions slower)" in out
+    assert "compact computes in mixed_bfloat16 (this CPU has AMX, where bfloat16 is faster)." in out
+    assert "efficientnet_lite0 computes in float32 (this CPU has AMX, but bfloat16" in out  # fine-tune, after it
+    assert "training computes in mixed_bfloat16" not in out  # the frozen passes are never held to Keras by it
+    metadata = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    chosen = metadata["training"]["recipe"]
+    assert metadata["trained_with"] == ("mixed_bfloat16" if chosen == "scratch" else "float32"), metadata
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
 def test_larger_is_skipped_at_once_when_less_time_is_left_than_the_first_pass_took(tmp_path):
     config = types.SimpleNamespace(model_dir=str(tmp_path), arch="efficientnet_lite0", image_size=224)
     job = types.SimpleNamespace(config=config, split=types.SimpleNamespace(paths=["a.jpg"] * 100),

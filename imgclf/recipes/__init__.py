@@ -173,6 +173,11 @@ def _run_one(name, job, done, saved, **budget):
     """Runs recipe `name`: its Result, scored on the validation images, or why it was skipped."""
     recipe = RECIPES[name]
     print(f"\n== {name}: {recipe.describe(job.config)} ==", flush=True)
+    arch, _ = recipe.network(job.config)
+    policy, why = devices.precision_choice(job.config.mixed_precision, models.is_depthwise(arch))
+    if policy != keras.mixed_precision.global_policy().name:  # bfloat16 on AMX pays for some networks only
+        print(f"{arch} computes in {policy} ({why}).", flush=True)
+        devices.set_policy(policy)
     started = time.time()
     keras.utils.set_random_seed(job.config.seed)  # Each candidate as it would run alone, whatever ran before it.
     result = recipe.run(job, done, **budget)
