@@ -35,6 +35,7 @@ bench: $(VENV)/installed
 	$(PY) bench/memory.py
 	$(PY) bench/report_cost.py
 	$(PY) bench/devices.py
+	$(PY) bench/precision.py
 
 # The recipes on public datasets unlike ImageNet and on the shared photos (about two hours on 2 cores).
 bench-recipes: $(VENV)/installed
