@@ -35,7 +35,7 @@ def precision_choice(setting, depthwise=False):
     "auto" picks reduced precision only where it is faster: float16 on GPUs with tensor
     cores; bfloat16 on CPUs with AMX for plain convolutions (compact 1.8-2.0x float32,
     measured), not for depthwise ones, which it slows (EfficientNet-Lite0: its forward
-    pass 0.6-0.7x, fine-tuning 0.4x, bench/RESULTS.md section 20); else float32.
+    pass 0.6-0.8x, fine-tuning 0.4x, bench/RESULTS.md section 20); else float32.
     """
     if setting == "off":
         return "float32", "--mixed-precision off"
